@@ -1,0 +1,390 @@
+"""Out-of-tree kernel builds with ccache and a content-addressed artifact cache.
+
+The artifact key covers what decides the kernel image: the patched tree's content id
+(source plus applied patches), the final .config, the compiler and linker versions,
+architecture and make target. The same key twice builds nothing. Variants sharing a
+source and a .config are built one after another in one build directory, switching
+the work tree between them with git (only the files a series touches are rewritten),
+so the second variant recompiles only what its patches touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import __version__, kconfig, process, series
+from .config import Experiment, Variant
+from .errors import BuildError, CommandError, KconfigError
+from .fsutil import (
+    atomic_copy,
+    atomic_write,
+    locked,
+    publish_dir,
+    sha256_file,
+    sha256_text,
+    stable_hash,
+    temp_dir_beside,
+    write_json,
+)
+from .source import Source, SourceCache
+
+RECIPE_VERSION = 1  # bump when the way korch builds changes what comes out
+_COMPILED = re.compile(r"^\s+(CC|AS)(\s+\[M\])?\s+(\S+\.o)\s*$")
+_ERROR = re.compile(r"(: (fatal )?error: |: undefined reference to |\*\*\* \[|^make(\[\d+\])?: \*\*\*|Error \d+)")
+
+
+class Progress(Protocol):
+    """What the build reports as it goes (the CLI renders it with rich or as plain lines)."""
+
+    def stage(self, variant: str, name: str) -> None: ...
+    def objects(self, variant: str, count: int) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class NullProgress:
+    def stage(self, variant: str, name: str) -> None:
+        pass
+
+    def objects(self, variant: str, count: int) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Build:
+    """A built kernel's artifacts in the cache."""
+
+    variant: str
+    key: str
+    dir: Path
+    cached: bool  # True when this call built nothing
+    objects_compiled: int
+    metadata: dict[str, Any] = field(repr=False)
+
+    @property
+    def bzimage(self) -> Path:
+        return self.dir / "bzImage"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config"
+
+    @property
+    def system_map(self) -> Path:
+        return self.dir / "System.map"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "build.log"
+
+
+def toolchain() -> dict[str, str]:
+    """First version lines of the tools whose change changes the image."""
+    out = {}
+    for name, argv, package in (
+        ("gcc", ["gcc", "--version"], "gcc"),
+        ("ld", ["ld", "--version"], "binutils"),
+        ("make", ["make", "--version"], "make"),
+    ):
+        process.require(argv[0], package)
+        out[name] = process.run(argv).output.splitlines()[0].strip()
+    return out
+
+
+def jobs() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def make_vars(arch: str, use_ccache: bool) -> list[str]:
+    """make variables shared by Kconfig and the build (Kconfig probes the compiler)."""
+    out = [f"ARCH={arch}"]
+    if use_ccache:
+        out.append("CC=ccache gcc")
+    return out
+
+
+def build_env(cache: Path) -> dict[str, str]:
+    """Fixed build identity: the same inputs give the same image, and ccache hits."""
+    return {
+        "KBUILD_BUILD_USER": "korch",
+        "KBUILD_BUILD_HOST": "korch",
+        "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
+        "CCACHE_DIR": str(cache / "ccache"),
+        "CCACHE_BASEDIR": str(cache),
+        "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "5G"),
+        "LC_ALL": "C",
+    }
+
+
+def compiler_errors(log_text: str, limit: int = 25) -> str:
+    """The compiler and make error lines of a failed build (with a line of context after)."""
+    lines = log_text.splitlines()
+    picked: list[str] = []
+    for i, line in enumerate(lines):
+        if _ERROR.search(line):
+            for extra in lines[i : i + 3 if ": error: " in line else i + 1]:
+                if extra not in picked:
+                    picked.append(extra)
+    if not picked:
+        picked = lines[-limit:]
+    return "\n".join(picked[:limit])
+
+
+class Builder:
+    """Builds an experiment's variants; one instance per command."""
+
+    def __init__(self, exp: Experiment, cache: Path, progress: Progress | None = None, use_ccache: bool = True) -> None:
+        self.exp = exp
+        self.cache = cache
+        self.progress = progress or NullProgress()
+        self.use_ccache = use_ccache and shutil.which("ccache") is not None
+        self.sources = SourceCache(cache, log=self.progress.note)
+        self.env = build_env(cache)
+        self.vars = make_vars(exp.arch, self.use_ccache)
+        self._tools: dict[str, str] | None = None
+
+    @property
+    def tools(self) -> dict[str, str]:
+        if self._tools is None:
+            self._tools = toolchain()
+            if self.use_ccache:
+                self._tools["ccache"] = process.run(["ccache", "--version"]).output.splitlines()[0].strip()
+        return self._tools
+
+    # -- steps ---------------------------------------------------------------------
+
+    def source(self) -> Source:
+        self.progress.stage("*", "source")
+        return self.sources.get(self.exp.source)
+
+    def fragments(self, variant: Variant) -> list[kconfig.Fragment]:
+        return [kconfig.resolve(ref) for ref in (*self.exp.kconfig, *variant.kconfig)]
+
+    def config_for(self, variant: Variant, patched: series.PatchedTree, log: Path) -> str:
+        """The final .config text for ``variant`` (cached by tree, inputs and compiler)."""
+        frags = self.fragments(variant)
+        base_id = self.exp.kconfig_base
+        if "/" in base_id:
+            base_id = "file:" + sha256_file(Path(base_id))
+        key = stable_hash(
+            {
+                "tree": patched.tree_id,
+                "base": base_id,
+                "fragments": [[f.name, sha256_text(f.path.read_bytes())] for f in frags],
+                "vars": self.vars,
+                "tools": self.tools,
+                "v": RECIPE_VERSION,
+            }
+        )
+        cached = self.cache / "configs" / f"{key}.config"
+        if cached.exists():
+            text = cached.read_text()
+            dropped = kconfig.dropped_symbols(kconfig.parse_config(text), frags)
+            if not dropped:
+                return text
+        self.progress.stage(variant.name, "kconfig")
+        wt = patched.source.worktree
+        with locked(wt.lock_file):
+            self.sources.store.switch(wt, patched.commit)
+            cfgdir = self.cache / "objdirs" / f"{patched.source.tree_id[:20]}-kconfig"
+            text = kconfig.generate(wt.path, cfgdir, self.exp.kconfig_base, frags, self.vars, self.env, log)
+        atomic_write(cached, text)
+        return text
+
+    def artifact_key(self, patched: series.PatchedTree, config_text: str) -> str:
+        return stable_hash(
+            {
+                "tree": patched.tree_id,
+                "config": sha256_text(config_text),
+                "tools": self.tools,
+                "arch": self.exp.arch,
+                "target": self.exp.make_target,
+                "v": RECIPE_VERSION,
+            }
+        )
+
+    # -- the whole stage -----------------------------------------------------------
+
+    def build_all(self, names: list[str] | None = None) -> dict[str, Build]:
+        """Build the named variants (default: all) and return their artifacts."""
+        variants = [self.exp.variant(n) for n in names] if names else list(self.exp.variants)
+        src = self.source()
+        patched: dict[str, series.PatchedTree] = {}
+        for v in variants:
+            self.progress.stage(v.name, "patches")
+            patched[v.name] = series.prepare(self.sources.store, src, v.series)
+        logs_dir = self.cache / "logs"
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        configs: dict[str, str] = {}
+        config_logs: dict[str, Path] = {}
+        for v in variants:
+            config_logs[v.name] = logs_dir / f"{self.exp.name}-{v.name}-kconfig.log"
+            config_logs[v.name].write_text("")
+            configs[v.name] = self.config_for(v, patched[v.name], config_logs[v.name])
+        self.check_configs_agree(variants, configs)
+        results: dict[str, Build] = {}
+        for v in variants:
+            results[v.name] = self.build_one(v, patched[v.name], configs[v.name])
+        return results
+
+    def check_configs_agree(self, variants: list[Variant], configs: dict[str, str]) -> None:
+        """Variants without their own fragments must end with identical .config files."""
+        plain = [v for v in variants if not v.kconfig]
+        if len(plain) < 2:
+            return
+        ref = plain[0]
+        ref_syms = kconfig.parse_config(configs[ref.name])
+        for other in plain[1:]:
+            diff = kconfig.differing_symbols(ref_syms, kconfig.parse_config(configs[other.name]))
+            if diff:
+                raise KconfigError(
+                    f"variants {ref.name} and {other.name} end with different .config files although the "
+                    f"experiment gives neither its own fragments ({len(diff)} symbol(s)):\n  " + "\n  ".join(diff[:40]),
+                    symbols=[d.split(":")[0] for d in diff],
+                    hint="a patch changes Kconfig; if that is intended, give the variant its own 'kconfig' "
+                    "fragments so the difference is explicit",
+                )
+
+    def build_one(self, variant: Variant, patched: series.PatchedTree, config_text: str) -> Build:
+        key = self.artifact_key(patched, config_text)
+        final = self.cache / "builds" / key
+        meta_file = final / "metadata.json"
+        if meta_file.exists():
+            meta = json.loads(meta_file.read_text())
+            self.progress.stage(variant.name, "cached")
+            return Build(variant.name, key, final, True, 0, meta)
+
+        src = patched.source
+        wt = src.worktree
+        config_sha = sha256_text(config_text)
+        objdir = self.cache / "objdirs" / f"{src.tree_id[:20]}-{config_sha[:12]}"
+        objdir.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_beside(final)
+        log = tmp / "build.log"
+        compiled = 0
+
+        def on_line(line: str) -> None:
+            nonlocal compiled
+            if _COMPILED.match(line):
+                compiled += 1
+                self.progress.objects(variant.name, compiled)
+
+        argv = [
+            "make", "-C", str(wt.path), f"O={objdir}", *self.vars,
+            f"-j{jobs()}", self.exp.make_target,
+        ]  # fmt: skip
+        try:
+            with locked(wt.lock_file):
+                self.progress.stage(variant.name, "checkout")
+                self.sources.store.switch(wt, patched.commit)
+                cfg = objdir / ".config"
+                # Only rewrite .config when it differs: kbuild then has nothing to redo.
+                if not cfg.exists() or cfg.read_text() != config_text:
+                    atomic_write(cfg, config_text)
+                self.progress.stage(variant.name, "build")
+                start = time.monotonic()
+                try:
+                    process.run(argv, env=self.env, log=log, on_line=on_line, what=f"building {variant.name}")
+                except CommandError as exc:
+                    raise BuildError(
+                        f"build of variant {variant.name} failed (make exited with {exc.returncode}); "
+                        "the compiler said:",
+                        argv=argv,
+                        returncode=exc.returncode,
+                        tail=compiler_errors(log.read_text(errors="replace")),
+                        log=str(self._keep_failed_log(variant, log)),
+                        hint="fix the patch or the configuration; 'korch build' resumes where make stopped",
+                    ) from None
+                duration = time.monotonic() - start
+                image = objdir / "arch" / "x86" / "boot" / "bzImage"
+                for src_path, name in ((image, "bzImage"), (objdir / "System.map", "System.map"), (cfg, "config")):
+                    atomic_copy(src_path, tmp / name)
+                release = (objdir / "include" / "config" / "kernel.release").read_text().strip()
+            meta = self.metadata(variant, patched, key, config_text, release, duration, compiled, argv, objdir, tmp)
+            write_json(tmp / "metadata.json", meta)
+            publish_dir(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.progress.stage(variant.name, "done")
+        return Build(variant.name, key, final, False, compiled, meta)
+
+    def _keep_failed_log(self, variant: Variant, log: Path) -> Path:
+        kept = self.cache / "logs" / f"{self.exp.name}-{variant.name}-build-failed.log"
+        atomic_copy(log, kept)
+        return kept
+
+    def metadata(
+        self,
+        variant: Variant,
+        patched: series.PatchedTree,
+        key: str,
+        config_text: str,
+        release: str,
+        duration: float,
+        compiled: int,
+        argv: list[str],
+        objdir: Path,
+        tmp: Path,
+    ) -> dict[str, Any]:
+        src = patched.source
+        return {
+            "schema": 1,
+            "korch_version": __version__,
+            "experiment": self.exp.name,
+            "experiment_file": str(self.exp.path),
+            "variant": variant.name,
+            "description": variant.description,
+            "key": key,
+            "kernel_release": release,
+            "kernel_version": src.kernel_version,
+            "source": {
+                "spec": src.spec.describe(),
+                "tree_id": src.tree_id,
+                "provenance": src.provenance,
+            },
+            "patched_tree_id": patched.tree_id,
+            "patches": [
+                {"file": p.label, "subject": p.subject, "author": p.author, "sha256": p.sha256, "commit": p.commit}
+                for p in patched.patches
+            ],
+            "config_sha256": sha256_text(config_text),
+            "toolchain": self.tools,
+            "arch": self.exp.arch,
+            "target": self.exp.make_target,
+            "ccache": self.use_ccache,
+            "objects_compiled": compiled,
+            "durations_s": {"build": round(duration, 2)},
+            "hashes": {name: sha256_file(tmp / name) for name in ("bzImage", "System.map", "config")},
+            "host": {"machine": platform.machine(), "python": platform.python_version(), "jobs": jobs()},
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "make_command": process.display(argv, env={k: v for k, v in self.env.items() if k.startswith("KBUILD")}),
+            "objdir": str(objdir),
+            "reproduce": shlex.join(["korch", "build", str(self.exp.path), "--variant", variant.name]),
+        }
+
+
+def export(builds: dict[str, Build], out: Path, on_copy: Callable[[Path], None] | None = None) -> None:
+    """Copy artifacts to ``out/build/<variant>/`` (a run directory) through temporary names."""
+    for name, b in builds.items():
+        dest = out / "build" / name
+        for f in ("bzImage", "System.map", "config", "build.log", "metadata.json"):
+            if (b.dir / f).exists():
+                atomic_copy(b.dir / f, dest / f)
+                if on_copy:
+                    on_copy(dest / f)

@@ -1,0 +1,156 @@
+"""Kernel configuration: a base plus fragments, merged by the tree's own tools and verified.
+
+The base is ``tinyconfig``, ``defconfig``, ``allnoconfig`` or a ``.config`` file. Fragments
+are named files in kconfigs/ (``korch kconfigs`` lists them) or paths. They are merged
+with the kernel's ``scripts/kconfig/merge_config.sh`` and completed by ``olddefconfig``;
+then every symbol a fragment sets must hold in the final ``.config``. A symbol that
+Kconfig dropped (an unmet dependency, a typo) stops the build with its name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from . import process
+from .errors import KconfigError, UserError
+
+_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+
+
+@dataclass(frozen=True)
+class Fragment:
+    name: str
+    path: Path
+    description: str
+    symbols: dict[str, str]  # CONFIG_X -> value, "n" for "is not set"
+
+
+def fragments_dir() -> Path:
+    """kconfigs/ of a source checkout, else the copy installed with the package."""
+    here = Path(__file__).resolve().parent.parent / "kconfigs"
+    if here.is_dir():
+        return here
+    return Path(str(resources.files("orchestrator.kconfigs")))
+
+
+def parse_config(text: str, origin: str = "<config>", strict: bool = False) -> dict[str, str]:
+    """Symbols of a .config or fragment. ``strict`` rejects lines that are neither."""
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if m := _SET.match(line):
+            out[m.group(1)] = m.group(2)
+        elif m := _UNSET.match(line):
+            out[m.group(1)] = "n"
+        elif line.startswith("#"):
+            continue
+        elif strict:
+            raise UserError(
+                f"{origin}:{n}: not a Kconfig line: {raw!r}",
+                hint="write CONFIG_NAME=value or '# CONFIG_NAME is not set'",
+            )
+    return out
+
+
+def load_fragment(path: Path, name: str | None = None) -> Fragment:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"kconfig fragment {path} does not exist") from None
+    desc = ""
+    for line in text.splitlines():
+        if line.startswith("#") and not _UNSET.match(line.strip()):
+            desc = line.lstrip("# ").strip()
+            break
+    return Fragment(name or path.stem, path, desc, parse_config(text, str(path), strict=True))
+
+
+def list_fragments() -> list[Fragment]:
+    return [load_fragment(p) for p in sorted(fragments_dir().glob("*.config"))]
+
+
+def resolve(ref: str) -> Fragment:
+    """A fragment by name (kconfigs/NAME.config) or by path (already made absolute)."""
+    if "/" in ref:
+        return load_fragment(Path(ref))
+    path = fragments_dir() / f"{ref}.config"
+    if not path.is_file():
+        names = ", ".join(f.name for f in list_fragments())
+        raise UserError(
+            f"kconfig fragment {ref!r} is not in {fragments_dir()}",
+            hint=f"known fragments: {names}; or give a path to a fragment file",
+        )
+    return load_fragment(path, ref)
+
+
+def dropped_symbols(final: Mapping[str, str], fragments: list[Fragment]) -> list[str]:
+    """One line per fragment symbol whose value did not survive into ``final``."""
+    problems = []
+    for frag in fragments:
+        for sym, want in frag.symbols.items():
+            got = final.get(sym, "n")
+            if got != want:
+                shown = "not set" if got == "n" else got
+                problems.append(f"{sym}={want} (from {frag.name}) ended up {shown}")
+    return problems
+
+
+def differing_symbols(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
+    out = []
+    for sym in sorted(set(a) | set(b)):
+        va, vb = a.get(sym, "n"), b.get(sym, "n")
+        if va != vb:
+            out.append(f"{sym}: {va} vs {vb}")
+    return out
+
+
+def generate(
+    srctree: Path,
+    cfgdir: Path,
+    base: str,
+    fragments: list[Fragment],
+    make_vars: list[str],
+    env: Mapping[str, str],
+    log: Path,
+    on_line: Callable[[str], None] | None = None,
+) -> str:
+    """Produce the final .config text in ``cfgdir`` (an out-of-tree directory for Kconfig only)."""
+    cfgdir.mkdir(parents=True, exist_ok=True)
+    make = ["make", "-C", str(srctree), f"O={cfgdir}", *make_vars]
+    config = cfgdir / ".config"
+    if base in ("tinyconfig", "defconfig", "allnoconfig"):
+        process.run([*make, base], env=env, log=log, on_line=on_line, what=f"make {base}")
+    else:
+        path = Path(base)
+        if not path.is_file():
+            raise UserError(f"kernel.kconfig[0]: base config {path} does not exist")
+        config.write_bytes(path.read_bytes())
+    if fragments:
+        merge = srctree / "scripts" / "kconfig" / "merge_config.sh"
+        if not merge.is_file():
+            raise UserError(f"{srctree} has no scripts/kconfig/merge_config.sh; is it a Linux source tree?")
+        # -m: merge only; olddefconfig below resolves dependencies with the tree's Kconfig.
+        process.run(
+            ["sh", str(merge), "-m", "-O", str(cfgdir), str(config), *[str(f.path) for f in fragments]],
+            cwd=srctree, env=env, log=log, on_line=on_line, what="merge_config.sh",
+        )  # fmt: skip
+    process.run([*make, "olddefconfig"], env=env, log=log, on_line=on_line, what="make olddefconfig")
+    text = config.read_text()
+    final = parse_config(text)
+    dropped = dropped_symbols(final, fragments)
+    if dropped:
+        raise KconfigError(
+            f"{len(dropped)} symbol(s) set by the kconfig fragments did not survive olddefconfig:\n  "
+            + "\n  ".join(dropped),
+            symbols=[d.split("=")[0] for d in dropped],
+            hint="a dependency is missing (add it to the fragment) or the symbol does not exist in this "
+            "kernel; 'make menuconfig' and search with '/' shows a symbol's dependencies",
+        )
+    return text
