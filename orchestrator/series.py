@@ -113,7 +113,16 @@ def _read_b4(spec: SeriesSpec, scratch: Path) -> list[PatchFile]:
             raise UserError(f"series.mbox {spec.path} does not exist")
         argv += ["-m", str(spec.path)]
     argv.append(spec.spec)
-    res = process.run(argv, check=False, timeout=600, cwd=scratch, env={"XDG_CACHE_HOME": str(scratch / "cache")})
+    env = {
+        "XDG_CACHE_HOME": str(scratch / "cache"),
+        # b4 stops without a word when git has no user identity (a fresh CI machine).
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "user.name",
+        "GIT_CONFIG_VALUE_0": "korch",
+        "GIT_CONFIG_KEY_1": "user.email",
+        "GIT_CONFIG_VALUE_1": "korch@localhost",
+    }
+    res = process.run(argv, check=False, timeout=600, cwd=scratch, env=env)
     mboxes = sorted(out.glob("*.mbx"))
     if res.returncode != 0 or not mboxes:
         source = f"local mbox {spec.path}" if spec.path else "lore"

@@ -1,0 +1,143 @@
+"""Kernel sources: safe extraction, content ids, never touching the user's tree."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import SourceSpec
+from orchestrator.errors import UserError
+from orchestrator.source import SourceCache, kernel_version, safe_extract
+from tests.conftest import make_fake_kernel
+
+
+def tar_with(path: Path, members: list[tarfile.TarInfo]) -> Path:
+    with tarfile.open(path, "w") as tf:
+        for m in members:
+            data = b"x" if m.isfile() else None
+            if data is not None:
+                m.size = len(data)
+            tf.addfile(m, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.type = kind
+    m.linkname = link
+    return m
+
+
+@pytest.mark.parametrize(
+    ("member", "why"),
+    [
+        (info("/etc/evil"), "absolute path"),
+        (info("linux/../../evil"), "'..' in its path"),
+        (info("linux/up", tarfile.SYMTYPE, "../../etc"), "symlink pointing outside"),
+        (info("linux/abs", tarfile.SYMTYPE, "/etc/passwd"), "symlink to an absolute path"),
+        (info("linux/hard", tarfile.LNKTYPE, "../outside"), "hard link to outside"),
+        (info("linux/dev", tarfile.CHRTYPE), "device or FIFO"),
+    ],
+)
+def test_unsafe_members_are_refused(tmp_path: Path, member: tarfile.TarInfo, why: str) -> None:
+    archive = tar_with(tmp_path / "bad.tar", [info("linux/ok"), member])
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(UserError) as exc:
+        safe_extract(archive, dest)
+    assert f"refusing member {member.name!r}" in str(exc.value)
+    assert why in str(exc.value)
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "outside").exists()
+
+
+def test_writing_through_an_extracted_symlink_is_refused(tmp_path: Path) -> None:
+    archive = tar_with(
+        tmp_path / "bad.tar",
+        [info("linux/dir", tarfile.SYMTYPE, "."), info("linux/dir/../../x")],
+    )
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(UserError):
+        safe_extract(archive, dest)
+    assert not (tmp_path / "x").exists()
+
+
+def test_kernel_version_from_makefile(tmp_path: Path) -> None:
+    assert kernel_version(make_fake_kernel(tmp_path / "k")) == "7.2.0-test"
+
+
+def tarball_of(tree: Path, out: Path) -> Path:
+    with tarfile.open(out, "w:gz") as tf:
+        tf.add(tree, arcname="linux-7.2")
+    return out
+
+
+def test_tarball_and_directory_give_the_same_content_id(tmp_path: Path) -> None:
+    tree = make_fake_kernel(tmp_path / "src", {"fs/proc/task_mmu.c": "int x;\n"})
+    archive = tarball_of(tree, tmp_path / "linux.tar.gz")
+    cache = SourceCache(tmp_path / "cache")
+    from_tar = cache.get(SourceSpec("tarball", str(archive)))
+    from_dir = cache.get(SourceSpec("path", str(tree)))
+    assert from_tar.tree_id == from_dir.tree_id
+    assert (from_tar.worktree.path / "fs/proc/task_mmu.c").read_text() == "int x;\n"
+    assert from_tar.kernel_version == "7.2.0-test"
+    # A second lookup extracts nothing: it is found by the tarball's sha256.
+    again = cache.get(SourceSpec("tarball", str(archive)))
+    assert again.worktree == from_tar.worktree
+
+
+def test_tarball_checksum_mismatch(tmp_path: Path) -> None:
+    archive = tarball_of(make_fake_kernel(tmp_path / "src"), tmp_path / "linux.tar.gz")
+    with pytest.raises(UserError, match="expects 0000"):
+        SourceCache(tmp_path / "cache").get(SourceSpec("tarball", str(archive), sha256="0" * 64))
+
+
+def test_directory_source_is_never_modified(tmp_path: Path) -> None:
+    tree = make_fake_kernel(tmp_path / "src", {"a.c": "1\n"})
+    before = sorted((p.relative_to(tree), p.stat().st_mtime_ns) for p in tree.rglob("*"))
+    src = SourceCache(tmp_path / "cache").get(SourceSpec("path", str(tree)))
+    after = sorted((p.relative_to(tree), p.stat().st_mtime_ns) for p in tree.rglob("*"))
+    assert before == after
+    assert src.worktree.path != tree
+    # Editing the tree gives a new content id.
+    (tree / "a.c").write_text("2\n")
+    assert SourceCache(tmp_path / "cache").get(SourceSpec("path", str(tree))).tree_id != src.tree_id
+
+
+def test_directory_built_in_place_is_refused(tmp_path: Path) -> None:
+    tree = make_fake_kernel(tmp_path / "src", {".config": "CONFIG_X=y\n"})
+    with pytest.raises(UserError, match="configured or built in place"):
+        SourceCache(tmp_path / "cache").get(SourceSpec("path", str(tree)))
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_git_source_shallow_by_ref(tmp_path: Path) -> None:
+    repo = make_fake_kernel(tmp_path / "repo", {"mm/x.c": "v1\n"})
+    git("init", "-q", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "one", cwd=repo)
+    git("tag", "v1", cwd=repo)
+    (repo / "mm/x.c").write_text("v2\n")
+    git("commit", "-qam", "two", cwd=repo)
+    src = SourceCache(tmp_path / "cache").get(SourceSpec("git", str(repo), ref="v1"))
+    assert (src.worktree.path / "mm/x.c").read_text() == "v1\n"
+    assert src.provenance["commit"] == git("rev-parse", "v1", cwd=repo)
+    assert src.tree_id == git("rev-parse", "v1^{tree}", cwd=repo)
+    with pytest.raises(UserError, match="has no ref 'nope'"):
+        SourceCache(tmp_path / "cache").get(SourceSpec("git", str(repo), ref="nope"))
+
+
+def test_not_a_kernel_tree(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    with pytest.raises(UserError, match="does not look like a Linux source tree"):
+        SourceCache(tmp_path / "cache").get(SourceSpec("path", str(d)))
