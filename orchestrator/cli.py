@@ -119,6 +119,14 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
 # ---------------------------------------------------------------- main
 
 
+def make_console(stderr: bool) -> Console:
+    """Rich on a terminal; unwrapped lines of a fixed generous width in logs and pipes."""
+    probe = Console(stderr=stderr)
+    if probe.is_terminal:
+        return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=160)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="korch",
@@ -138,8 +146,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    console = Console(stderr=False, highlight=False)
-    err = Console(stderr=True, highlight=False)
+    console = make_console(stderr=False)
+    err = make_console(stderr=True)
     if not args.command:
         parser().print_help()
         return errors.EXIT_USAGE
