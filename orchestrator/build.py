@@ -40,7 +40,9 @@ from .source import Source, SourceCache
 
 RECIPE_VERSION = 1  # bump when the way korch builds changes what comes out
 _COMPILED = re.compile(r"^\s+(CC|AS)(\s+\[M\])?\s+(\S+\.o)\s*$")
-_ERROR = re.compile(r"(: (fatal )?error: |: undefined reference to |\*\*\* \[|^make(\[\d+\])?: \*\*\*|Error \d+)")
+_ERROR = re.compile(
+    r"(: (fatal )?error: |: undefined reference to |\*\*\* \[|^make(\[\d+\])?: \*\*\*|Error \d+)"
+)
 
 
 class Progress(Protocol):
@@ -148,7 +150,13 @@ def compiler_errors(log_text: str, limit: int = 25) -> str:
 class Builder:
     """Builds an experiment's variants; one instance per command."""
 
-    def __init__(self, exp: Experiment, cache: Path, progress: Progress | None = None, use_ccache: bool = True) -> None:
+    def __init__(
+        self,
+        exp: Experiment,
+        cache: Path,
+        progress: Progress | None = None,
+        use_ccache: bool = True,
+    ) -> None:
         self.exp = exp
         self.cache = cache
         self.progress = progress or NullProgress()
@@ -163,7 +171,9 @@ class Builder:
         if self._tools is None:
             self._tools = toolchain()
             if self.use_ccache:
-                self._tools["ccache"] = process.run(["ccache", "--version"]).output.splitlines()[0].strip()
+                self._tools["ccache"] = (
+                    process.run(["ccache", "--version"]).output.splitlines()[0].strip()
+                )
         return self._tools
 
     # -- steps ---------------------------------------------------------------------
@@ -202,7 +212,9 @@ class Builder:
         with locked(wt.lock_file):
             self.sources.store.switch(wt, patched.commit)
             cfgdir = self.cache / "objdirs" / f"{patched.source.tree_id[:20]}-kconfig"
-            text = kconfig.generate(wt.path, cfgdir, self.exp.kconfig_base, frags, self.vars, self.env, log)
+            text = kconfig.generate(
+                wt.path, cfgdir, self.exp.kconfig_base, frags, self.vars, self.env, log
+            )
         atomic_write(cached, text)
         return text
 
@@ -254,7 +266,8 @@ class Builder:
             if diff:
                 raise KconfigError(
                     f"variants {ref.name} and {other.name} end with different .config files although the "
-                    f"experiment gives neither its own fragments ({len(diff)} symbol(s)):\n  " + "\n  ".join(diff[:40]),
+                    f"experiment gives neither its own fragments ({len(diff)} symbol(s)):\n  "
+                    + "\n  ".join(diff[:40]),
                     symbols=[d.split(":")[0] for d in diff],
                     hint="a patch changes Kconfig; if that is intended, give the variant its own 'kconfig' "
                     "fragments so the difference is explicit",
@@ -299,7 +312,13 @@ class Builder:
                 self.progress.stage(variant.name, "build")
                 start = time.monotonic()
                 try:
-                    process.run(argv, env=self.env, log=log, on_line=on_line, what=f"building {variant.name}")
+                    process.run(
+                        argv,
+                        env=self.env,
+                        log=log,
+                        on_line=on_line,
+                        what=f"building {variant.name}",
+                    )
                 except CommandError as exc:
                     raise BuildError(
                         f"build of variant {variant.name} failed (make exited with {exc.returncode}); "
@@ -312,10 +331,16 @@ class Builder:
                     ) from None
                 duration = time.monotonic() - start
                 image = objdir / "arch" / "x86" / "boot" / "bzImage"
-                for src_path, name in ((image, "bzImage"), (objdir / "System.map", "System.map"), (cfg, "config")):
+                for src_path, name in (
+                    (image, "bzImage"),
+                    (objdir / "System.map", "System.map"),
+                    (cfg, "config"),
+                ):
                     atomic_copy(src_path, tmp / name)
                 release = (objdir / "include" / "config" / "kernel.release").read_text().strip()
-            meta = self.metadata(variant, patched, key, config_text, release, duration, compiled, argv, objdir, tmp)
+            meta = self.metadata(
+                variant, patched, key, config_text, release, duration, compiled, argv, objdir, tmp
+            )
             write_json(tmp / "metadata.json", meta)
             publish_dir(tmp, final)
         finally:
@@ -360,7 +385,13 @@ class Builder:
             },
             "patched_tree_id": patched.tree_id,
             "patches": [
-                {"file": p.label, "subject": p.subject, "author": p.author, "sha256": p.sha256, "commit": p.commit}
+                {
+                    "file": p.label,
+                    "subject": p.subject,
+                    "author": p.author,
+                    "sha256": p.sha256,
+                    "commit": p.commit,
+                }
                 for p in patched.patches
             ],
             "config_sha256": sha256_text(config_text),
@@ -370,16 +401,28 @@ class Builder:
             "ccache": self.use_ccache,
             "objects_compiled": compiled,
             "durations_s": {"build": round(duration, 2)},
-            "hashes": {name: sha256_file(tmp / name) for name in ("bzImage", "System.map", "config")},
-            "host": {"machine": platform.machine(), "python": platform.python_version(), "jobs": jobs()},
+            "hashes": {
+                name: sha256_file(tmp / name) for name in ("bzImage", "System.map", "config")
+            },
+            "host": {
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+                "jobs": jobs(),
+            },
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "make_command": process.display(argv, env={k: v for k, v in self.env.items() if k.startswith("KBUILD")}),
+            "make_command": process.display(
+                argv, env={k: v for k, v in self.env.items() if k.startswith("KBUILD")}
+            ),
             "objdir": str(objdir),
-            "reproduce": shlex.join(["korch", "build", str(self.exp.path), "--variant", variant.name]),
+            "reproduce": shlex.join(
+                ["korch", "build", str(self.exp.path), "--variant", variant.name]
+            ),
         }
 
 
-def export(builds: dict[str, Build], out: Path, on_copy: Callable[[Path], None] | None = None) -> None:
+def export(
+    builds: dict[str, Build], out: Path, on_copy: Callable[[Path], None] | None = None
+) -> None:
     """Copy artifacts to ``out/build/<variant>/`` (a run directory) through temporary names."""
     for name, b in builds.items():
         dest = out / "build" / name

@@ -25,7 +25,9 @@ EPILOG = """exit codes: 0 no gated regression, 1 regression gate tripped, 2 infr
 64 usage or configuration error.  Cache: $KORCH_CACHE, else $XDG_CACHE_HOME/korch, else ~/.cache/korch."""
 
 
-def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
+def command(
+    name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
         COMMANDS[name] = (help, arguments, fn)
         return fn
@@ -66,8 +68,12 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         if v.series.kind == "files":
             for f in v.series.files:
                 if not f.is_file():
-                    raise errors.UserError(f"{exp.path}: variant {v.name}: patch {f} does not exist")
-    console.print(f"{exp.path}: ok ({exp.name}: {len(exp.variants)} variants, baseline {exp.baseline})")
+                    raise errors.UserError(
+                        f"{exp.path}: variant {v.name}: patch {f} does not exist"
+                    )
+    console.print(
+        f"{exp.path}: ok ({exp.name}: {len(exp.variants)} variants, baseline {exp.baseline})"
+    )
     return errors.EXIT_OK
 
 
@@ -91,8 +97,12 @@ def cmd_kconfigs(args: argparse.Namespace, console: Console) -> int:
 
 def _build_args(p: argparse.ArgumentParser) -> None:
     _experiment_arg(p)
-    p.add_argument("--variant", action="append", metavar="NAME", help="build only this variant (repeatable)")
-    p.add_argument("--out", metavar="RUNDIR", help="also copy the artifacts to RUNDIR/build/<variant>/")
+    p.add_argument(
+        "--variant", action="append", metavar="NAME", help="build only this variant (repeatable)"
+    )
+    p.add_argument(
+        "--out", metavar="RUNDIR", help="also copy the artifacts to RUNDIR/build/<variant>/"
+    )
     p.add_argument("--no-ccache", action="store_true", help="compile without ccache")
 
 
@@ -105,10 +115,12 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     with progress_for(console) as progress:
         builder = build.Builder(exp, cache_root(), progress, use_ccache=not args.no_ccache)
         results = builder.build_all(args.variant)
-    table = Table("variant", "kernel", "bzImage", "objects compiled", "build", box=None)
+    table = Table("variant", "kernel", "objects compiled", "build", "bzImage", box=None)
     for name, b in results.items():
         took = "cached" if b.cached else f"{b.metadata['durations_s']['build']:.1f}s"
-        table.add_row(name, b.metadata["kernel_release"], str(b.bzimage), str(b.objects_compiled), took)
+        table.add_row(
+            name, b.metadata["kernel_release"], str(b.objects_compiled), took, str(b.bzimage)
+        )
     console.print(table)
     if args.out:
         build.export(results, Path(args.out))

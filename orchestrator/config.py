@@ -209,7 +209,9 @@ class _Checker:
                 return None
         return value
 
-    def string(self, node: yaml.Node, keypath: str, check: Callable[[Any], str | None] | None = None) -> str | None:
+    def string(
+        self, node: yaml.Node, keypath: str, check: Callable[[Any], str | None] | None = None
+    ) -> str | None:
         return self.scalar(node, keypath, (str,), "a string", check)
 
     def string_list(self, node: yaml.Node, keypath: str) -> list[tuple[str, yaml.Node]] | None:
@@ -233,8 +235,12 @@ def _power_of_two(value: Any) -> str | None:
 
 
 def _name(value: Any) -> str | None:
-    return None if NAME_RE.match(value) else (
-        "must be lower case letters, digits, '.', '_' or '-', starting with a letter or digit"
+    return (
+        None
+        if NAME_RE.match(value)
+        else (
+            "must be lower case letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     )
 
 
@@ -300,9 +306,9 @@ def _source(c: _Checker, node: yaml.Node, base: Path) -> SourceSpec | None:
     pkg = c.string(
         m[kind],
         f"{keypath}.debian",
-        lambda v: None
-        if re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", v)
-        else "must be a Debian package name",
+        lambda v: (
+            None if re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", v) else "must be a Debian package name"
+        ),
     )
     suite = c.string(m["suite"], f"{keypath}.suite") if "suite" in m else None
     version = c.string(m["version"], f"{keypath}.version") if "version" in m else None
@@ -322,14 +328,18 @@ def _series(c: _Checker, vnode: dict[str, yaml.Node], keypath: str, base: Path) 
     node = vnode["series"]
     sk = f"{keypath}.series"
     if not isinstance(node, yaml.MappingNode):
-        c.problem(node, sk, f"expected a mapping with one of dir, mbox, git, b4; got {c.kind_of(node)}")
+        c.problem(
+            node, sk, f"expected a mapping with one of dir, mbox, git, b4; got {c.kind_of(node)}"
+        )
         return SeriesSpec("files")
     keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     kinds = [k for k in ("dir", "git", "b4") if k in keys]
     if not kinds and "mbox" in keys:
         kinds = ["mbox"]
     if len(kinds) != 1:
-        c.problem(node, sk, "give exactly one of dir, mbox, git (with repo), b4 (optionally with mbox)")
+        c.problem(
+            node, sk, "give exactly one of dir, mbox, git (with repo), b4 (optionally with mbox)"
+        )
         return SeriesSpec("files")
     kind = kinds[0]
     allowed = {
@@ -348,7 +358,9 @@ def _series(c: _Checker, vnode: dict[str, yaml.Node], keypath: str, base: Path) 
         return SeriesSpec(kind, path=(base / value).resolve())
     if kind == "git":
         if ".." not in value:
-            c.problem(m[kind], f"{sk}.git", f"expected a revision range like v7.2..HEAD (got {value!r})")
+            c.problem(
+                m[kind], f"{sk}.git", f"expected a revision range like v7.2..HEAD (got {value!r})"
+            )
         repo = c.string(m["repo"], f"{sk}.repo") if "repo" in m else None
         return SeriesSpec("git", path=(base / repo).resolve() if repo else None, spec=value)
     local = c.string(m["mbox"], f"{sk}.mbox") if "mbox" in m else None
@@ -358,7 +370,9 @@ def _series(c: _Checker, vnode: dict[str, yaml.Node], keypath: str, base: Path) 
 def _section_vm(c: _Checker, node: yaml.Node | None) -> VmSpec:
     if node is None:
         return VmSpec()
-    m = c.mapping(node, "vm", {"cpus": False, "memory": False, "accel": False, "boot_timeout_s": False})
+    m = c.mapping(
+        node, "vm", {"cpus": False, "memory": False, "accel": False, "boot_timeout_s": False}
+    )
     if m is None:
         return VmSpec()
     kw: dict[str, Any] = {}
@@ -366,12 +380,16 @@ def _section_vm(c: _Checker, node: yaml.Node | None) -> VmSpec:
         kw["cpus"] = c.scalar(m["cpus"], "vm.cpus", (int,), "an integer", _positive)
     if "memory" in m:
         kw["memory"] = c.string(
-            m["memory"], "vm.memory", lambda v: None if MEMORY_RE.match(v) else "must look like 512M or 2G"
+            m["memory"],
+            "vm.memory",
+            lambda v: None if MEMORY_RE.match(v) else "must look like 512M or 2G",
         )
     if "accel" in m:
         kw["accel"] = c.string(m["accel"], "vm.accel", _one_of("auto", "kvm", "tcg"))
     if "boot_timeout_s" in m:
-        kw["boot_timeout_s"] = c.scalar(m["boot_timeout_s"], "vm.boot_timeout_s", (float,), "a number", _positive)
+        kw["boot_timeout_s"] = c.scalar(
+            m["boot_timeout_s"], "vm.boot_timeout_s", (float,), "a number", _positive
+        )
     return VmSpec(**{k: v for k, v in kw.items() if v is not None})
 
 
@@ -395,7 +413,9 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
         if key in m:
             kw[key] = c.scalar(m[key], f"workload.{key}", (float,), "a number", _positive)
     if "region_mb" in m:
-        kw["region_mb"] = c.scalar(m["region_mb"], "workload.region_mb", (int,), "an integer", _power_of_two)
+        kw["region_mb"] = c.scalar(
+            m["region_mb"], "workload.region_mb", (int,), "an integer", _power_of_two
+        )
     if "procfile" in m:
         kw["procfile"] = c.string(m["procfile"], "workload.procfile", _one_of("maps", "smaps"))
     return WorkloadSpec(**{k: v for k, v in kw.items() if v is not None})
@@ -420,7 +440,9 @@ def load(path: Path) -> Experiment:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"], hint="give the path of an experiment YAML file") from None
+        raise ConfigError(
+            [f"{path}: no such file"], hint="give the path of an experiment YAML file"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     return loads(text, path)
@@ -436,7 +458,9 @@ def loads(text: str, path: Path) -> Experiment:
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError([f"{path}{line}: not valid YAML: {exc.problem}"]) from None
     if root is None:
-        raise ConfigError([f"{path}: the file is empty"], hint="see the README for an example experiment")
+        raise ConfigError(
+            [f"{path}: the file is empty"], hint="see the README for an example experiment"
+        )
     top = c.mapping(
         root,
         "",
@@ -463,7 +487,9 @@ def loads(text: str, path: Path) -> Experiment:
     make_target, arch = "bzImage", "x86_64"
     if "kernel" in top:
         k = c.mapping(
-            top["kernel"], "kernel", {"source": True, "kconfig": True, "make_target": False, "arch": False}
+            top["kernel"],
+            "kernel",
+            {"source": True, "kconfig": True, "make_target": False, "arch": False},
         )
         if k is not None:
             if "source" in k:
@@ -471,7 +497,11 @@ def loads(text: str, path: Path) -> Experiment:
             if "kconfig" in k:
                 items = _kconfig_list(c, k["kconfig"], "kernel.kconfig", base)
                 if not items:
-                    c.problem(k["kconfig"], "kernel.kconfig", "needs at least a base (tinyconfig, defconfig, or a file)")
+                    c.problem(
+                        k["kconfig"],
+                        "kernel.kconfig",
+                        "needs at least a base (tinyconfig, defconfig, or a file)",
+                    )
                 else:
                     kconfig_base, kconfig = items[0], items[1:]
                     if kconfig_base not in KCONFIG_BASES and "/" not in kconfig_base:
@@ -482,7 +512,10 @@ def loads(text: str, path: Path) -> Experiment:
                             f"path to a .config file (got {kconfig_base!r})",
                         )
             if "make_target" in k:
-                make_target = c.string(k["make_target"], "kernel.make_target", _one_of("bzImage")) or make_target
+                make_target = (
+                    c.string(k["make_target"], "kernel.make_target", _one_of("bzImage"))
+                    or make_target
+                )
             if "arch" in k:
                 arch = c.string(k["arch"], "kernel.arch", _one_of("x86_64")) or arch
 
@@ -490,13 +523,23 @@ def loads(text: str, path: Path) -> Experiment:
     if "variants" in top:
         vnode = top["variants"]
         if not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
-            c.problem(vnode, "variants", f"expected a non-empty list of variants, got {c.kind_of(vnode)}")
+            c.problem(
+                vnode, "variants", f"expected a non-empty list of variants, got {c.kind_of(vnode)}"
+            )
         else:
             seen: set[str] = set()
             for i, item in enumerate(vnode.value):
                 kp = f"variants[{i}]"
                 m = c.mapping(
-                    item, kp, {"name": True, "description": False, "patches": False, "series": False, "kconfig": False}
+                    item,
+                    kp,
+                    {
+                        "name": True,
+                        "description": False,
+                        "patches": False,
+                        "series": False,
+                        "kconfig": False,
+                    },
                 )
                 if m is None or "name" not in m:
                     continue
@@ -506,9 +549,17 @@ def loads(text: str, path: Path) -> Experiment:
                 if vname in seen:
                     c.problem(m["name"], f"{kp}.name", f"variant name {vname!r} is used twice")
                 seen.add(vname)
-                desc = (c.string(m["description"], f"{kp}.description") or "") if "description" in m else ""
+                desc = (
+                    (c.string(m["description"], f"{kp}.description") or "")
+                    if "description" in m
+                    else ""
+                )
                 series = _series(c, m, kp, base)
-                frags = tuple(_kconfig_list(c, m["kconfig"], f"{kp}.kconfig", base)) if "kconfig" in m else ()
+                frags = (
+                    tuple(_kconfig_list(c, m["kconfig"], f"{kp}.kconfig", base))
+                    if "kconfig" in m
+                    else ()
+                )
                 variants.append(Variant(vname, desc, series, frags))
 
     baseline = variants[0].name if variants else ""
@@ -517,7 +568,9 @@ def loads(text: str, path: Path) -> Experiment:
         if b is not None:
             if variants and b not in {v.name for v in variants}:
                 names = ", ".join(v.name for v in variants)
-                c.problem(top["baseline"], "baseline", f"names no variant (variants: {names}; got {b!r})")
+                c.problem(
+                    top["baseline"], "baseline", f"names no variant (variants: {names}; got {b!r})"
+                )
             baseline = b
 
     vm = _section_vm(c, top.get("vm"))

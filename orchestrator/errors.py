@@ -45,8 +45,10 @@ class ConfigError(UserError):
 
     def __init__(self, problems: list[str], *, hint: str | None = None) -> None:
         self.problems = problems
-        head = problems[0] if len(problems) == 1 else f"{len(problems)} problems:\n  " + (
-            "\n  ".join(problems)
+        head = (
+            problems[0]
+            if len(problems) == 1
+            else f"{len(problems)} problems:\n  " + ("\n  ".join(problems))
         )
         super().__init__(head, hint=hint)
 

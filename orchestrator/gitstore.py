@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import process
 from .errors import InfraError
@@ -61,16 +62,16 @@ class GitStore:
         env.update(extra)
         return env
 
-    def git(self, *args: str, env: dict[str, str] | None = None, **kw: object) -> process.Result:
+    def git(self, *args: str, env: dict[str, str] | None = None, **kw: Any) -> process.Result:
         full = self.env()
         if env:
             full.update(env)
         # A user's ~/.gitconfig must not change what korch's private repository does.
         full.setdefault("HOME", str(self.root))
         full["XDG_CONFIG_HOME"] = str(self.root)
-        return process.run(["git", *args], env=full, **kw)  # type: ignore[arg-type]
+        return process.run(["git", *args], env=full, **kw)
 
-    def out(self, *args: str, **kw: object) -> str:
+    def out(self, *args: str, **kw: Any) -> str:
         return self.git(*args, **kw).output.strip()
 
     def ensure(self) -> None:
@@ -83,7 +84,11 @@ class GitStore:
                 return
             self.git_dir.parent.mkdir(parents=True, exist_ok=True)
             process.run(["git", "init", "-q", "--bare", str(self.git_dir)])
-            for key, value in (("core.compression", "1"), ("gc.auto", "0"), ("core.bigFileThreshold", "8m")):
+            for key, value in (
+                ("core.compression", "1"),
+                ("gc.auto", "0"),
+                ("core.bigFileThreshold", "8m"),
+            ):
                 self.git("config", key, value)
 
     def has(self, object_id: str) -> bool:
@@ -92,7 +97,9 @@ class GitStore:
 
     # -- importing sources ---------------------------------------------------------
 
-    def import_dir(self, directory: Path, index: Path, *, force: bool = True, pathspec_nul: bytes | None = None) -> str:
+    def import_dir(
+        self, directory: Path, index: Path, *, force: bool = True, pathspec_nul: bytes | None = None
+    ) -> str:
         """Hash every file below ``directory`` into the store; return the tree id.
 
         ``index`` keeps git's stat cache, so importing an unchanged directory again only
@@ -114,7 +121,13 @@ class GitStore:
             self.git(*args, env=env, cwd=directory, what=f"importing {directory}")
         return self.out("write-tree", env=env)
 
-    def commit(self, tree: str, message: str, parent: str | None = None, author: dict[str, str] | None = None) -> str:
+    def commit(
+        self,
+        tree: str,
+        message: str,
+        parent: str | None = None,
+        author: dict[str, str] | None = None,
+    ) -> str:
         """Make a commit object for ``tree`` (deterministic for the same inputs)."""
         env = dict(_IDENT)
         env.update(
@@ -171,7 +184,15 @@ class GitStore:
         idx = tmp.with_name(tmp.name + ".index")
         try:
             env = {"GIT_WORK_TREE": str(tmp), "GIT_INDEX_FILE": str(idx)}
-            self.git("read-tree", "-u", "--reset", commit, env=env, cwd=tmp, what=f"checking out {commit[:12]}")
+            self.git(
+                "read-tree",
+                "-u",
+                "--reset",
+                commit,
+                env=env,
+                cwd=tmp,
+                what=f"checking out {commit[:12]}",
+            )
             return self.adopt_worktree(tmp, idx, tree_id, commit)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -186,9 +207,26 @@ class GitStore:
             return
         env = {"GIT_WORK_TREE": str(wt.path), "GIT_INDEX_FILE": str(wt.index)}
         if current and self.has(current):
-            self.git("read-tree", "-m", "-u", current, commit, env=env, cwd=wt.path, what=f"switching {wt.path} to {commit[:12]}")
+            self.git(
+                "read-tree",
+                "-m",
+                "-u",
+                current,
+                commit,
+                env=env,
+                cwd=wt.path,
+                what=f"switching {wt.path} to {commit[:12]}",
+            )
         else:
-            self.git("read-tree", "-u", "--reset", commit, env=env, cwd=wt.path, what=f"checking out {commit[:12]}")
+            self.git(
+                "read-tree",
+                "-u",
+                "--reset",
+                commit,
+                env=env,
+                cwd=wt.path,
+                what=f"checking out {commit[:12]}",
+            )
         atomic_write(wt.head_file, commit + "\n")
 
     @contextlib.contextmanager

@@ -135,13 +135,17 @@ def generate(
     if fragments:
         merge = srctree / "scripts" / "kconfig" / "merge_config.sh"
         if not merge.is_file():
-            raise UserError(f"{srctree} has no scripts/kconfig/merge_config.sh; is it a Linux source tree?")
+            raise UserError(
+                f"{srctree} has no scripts/kconfig/merge_config.sh; is it a Linux source tree?"
+            )
         # -m: merge only; olddefconfig below resolves dependencies with the tree's Kconfig.
         process.run(
             ["sh", str(merge), "-m", "-O", str(cfgdir), str(config), *[str(f.path) for f in fragments]],
             cwd=srctree, env=env, log=log, on_line=on_line, what="merge_config.sh",
         )  # fmt: skip
-    process.run([*make, "olddefconfig"], env=env, log=log, on_line=on_line, what="make olddefconfig")
+    process.run(
+        [*make, "olddefconfig"], env=env, log=log, on_line=on_line, what="make olddefconfig"
+    )
     text = config.read_text()
     final = parse_config(text)
     dropped = dropped_symbols(final, fragments)

@@ -45,7 +45,9 @@ def require(tool: str, package: str) -> str:
     return path
 
 
-def display(argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
+def display(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> str:
     """A command line a person can paste into a shell to do the same thing."""
     parts = []
     if cwd is not None:

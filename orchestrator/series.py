@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import process
 from .config import SeriesSpec
-from .errors import ApplyError, UserError
+from .errors import ApplyError, CommandError, UserError
 from .fsutil import atomic_write, sha256_text, stable_hash
 from .gitstore import GitStore, read_index_map
 from .source import Source
@@ -63,7 +63,10 @@ def read_series(spec: SeriesSpec, scratch: Path) -> list[PatchFile]:
         out = []
         for path in spec.files:
             if not path.is_file():
-                raise UserError(f"patch {path} does not exist", hint="paths in 'patches' are relative to the experiment file")
+                raise UserError(
+                    f"patch {path} does not exist",
+                    hint="paths in 'patches' are relative to the experiment file",
+                )
             out.append(PatchFile(path.name, path.read_bytes()))
         return out
     if spec.kind == "dir":
@@ -81,8 +84,11 @@ def read_series(spec: SeriesSpec, scratch: Path) -> list[PatchFile]:
         return split_mbox(spec.path, scratch, spec.path.name)
     if spec.kind == "git":
         repo = spec.path
-        if repo is None or not (repo / ".git").exists() and not (repo / "HEAD").exists():
-            raise UserError(f"series.repo {repo} is not a git repository", hint="give the repository that holds the range")
+        if repo is None or (not (repo / ".git").exists() and not (repo / "HEAD").exists()):
+            raise UserError(
+                f"series.repo {repo} is not a git repository",
+                hint="give the repository that holds the range",
+            )
         assert spec.spec is not None
         res = process.run(
             ["git", "-C", str(repo), "format-patch", "--stdout", "--no-signature", spec.spec],
@@ -158,7 +164,11 @@ class _MailInfo:
 
 def _mailinfo(patch: PatchFile, scratch: Path) -> _MailInfo:
     msg, diff = scratch / "msg", scratch / "diff"
-    res = process.run(["git", "mailinfo", "-k", str(msg), str(diff)], input=patch.text, what=f"reading {patch.label}")
+    res = process.run(
+        ["git", "mailinfo", "-k", str(msg), str(diff)],
+        input=patch.text,
+        what=f"reading {patch.label}",
+    )
     fields = {}
     for line in res.output.splitlines():
         key, sep, value = line.partition(": ")
@@ -209,10 +219,20 @@ def describe_failure(output: str, diff: bytes) -> tuple[str | None, int | None, 
     if m:
         return m.group(1), None, f"{m.group(1)}: the patch creates it but it already exists"
     m = re.search(r"error: (.+)", output)
-    return None, None, m.group(1) if m else output.strip().splitlines()[-1] if output.strip() else "git apply failed"
+    return (
+        None,
+        None,
+        m.group(1)
+        if m
+        else output.strip().splitlines()[-1]
+        if output.strip()
+        else "git apply failed",
+    )
 
 
-def apply_series(store: GitStore, source: Source, patches: list[PatchFile], series_label: str) -> PatchedTree:
+def apply_series(
+    store: GitStore, source: Source, patches: list[PatchFile], series_label: str
+) -> PatchedTree:
     """Apply ``patches`` on top of ``source`` as one commit each (cached by content)."""
     if not patches:
         return PatchedTree(source, source.commit, source.tree_id, ())
@@ -224,7 +244,7 @@ def apply_series(store: GitStore, source: Source, patches: list[PatchFile], seri
         if lines and all(store.has(c.split("\t")[0]) for c in lines):
             applied = []
             for p, line in zip(patches, lines, strict=True):
-                commit, subject, author = (line.split("\t") + ["", ""])[:3]
+                commit, subject, author = ([*line.split("\t"), "", ""])[:3]
                 applied.append(AppliedPatch(p.label, subject, author, p.sha256, commit))
             head = applied[-1].commit
             return PatchedTree(source, head, store.tree_of(head), tuple(applied))
@@ -257,18 +277,25 @@ def apply_series(store: GitStore, source: Source, patches: list[PatchFile], seri
                         "the pristine source is untouched",
                     )  # fmt: skip
                 tree = store.out("write-tree", env=env)
-                author = {
+                author_env = {
                     "GIT_AUTHOR_NAME": info.author_name,
                     "GIT_AUTHOR_EMAIL": info.author_email,
                     "GIT_AUTHOR_DATE": info.date or "1970-01-01T00:00:00+0000",
                 }
                 try:
-                    commit = store.commit(tree, info.message, parent=parent, author=author)
-                except Exception:
-                    author["GIT_AUTHOR_DATE"] = "1970-01-01T00:00:00+0000"
-                    commit = store.commit(tree, info.message, parent=parent, author=author)
+                    commit = store.commit(tree, info.message, parent=parent, author=author_env)
+                except CommandError:
+                    # git refuses some dates that mail clients write; the date is not worth failing for
+                    author_env["GIT_AUTHOR_DATE"] = "1970-01-01T00:00:00+0000"
+                    commit = store.commit(tree, info.message, parent=parent, author=author_env)
                 applied.append(
-                    AppliedPatch(patch.label, info.subject, f"{info.author_name} <{info.author_email}>", patch.sha256, commit)
+                    AppliedPatch(
+                        patch.label,
+                        info.subject,
+                        f"{info.author_name} <{info.author_email}>",
+                        patch.sha256,
+                        commit,
+                    )
                 )
                 parent = commit
         atomic_write(memo, "".join(f"{a.commit}\t{a.subject}\t{a.author}\n" for a in applied))

@@ -61,7 +61,7 @@ def safe_extract(archive: Path, dest: Path, *, label: str | None = None) -> None
     label = label or str(archive)
     root = os.path.realpath(dest)
     try:
-        tf = tarfile.open(archive, mode="r|*")
+        tf = tarfile.open(archive, mode="r|*")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as exc:
         raise UserError(f"{label}: not a readable tar archive: {exc}") from None
     with tf:
@@ -72,7 +72,10 @@ def safe_extract(archive: Path, dest: Path, *, label: str | None = None) -> None
         except (tarfile.TarError, EOFError, OSError) as exc:
             if isinstance(exc, UserError):
                 raise
-            raise UserError(f"{label}: extraction failed: {exc}", hint="the archive is damaged or truncated; fetch it again") from None
+            raise UserError(
+                f"{label}: extraction failed: {exc}",
+                hint="the archive is damaged or truncated; fetch it again",
+            ) from None
 
 
 def _filter_kw() -> dict[str, Any]:
@@ -82,6 +85,7 @@ def _filter_kw() -> dict[str, Any]:
 
 def _check_member(member: tarfile.TarInfo, root: str, label: str) -> None:
     name = member.name
+
     def refuse(why: str) -> UserError:
         return UserError(
             f"{label}: refusing member {name!r}: {why}",
@@ -98,7 +102,9 @@ def _check_member(member: tarfile.TarInfo, root: str, label: str) -> None:
     if member.issym():
         if os.path.isabs(member.linkname):
             raise refuse(f"symlink to an absolute path {member.linkname!r}")
-        link_target = os.path.realpath(os.path.join(os.path.dirname(os.path.join(root, name)), member.linkname))
+        link_target = os.path.realpath(
+            os.path.join(os.path.dirname(os.path.join(root, name)), member.linkname)
+        )
         if not _inside(root, link_target):
             raise refuse(f"symlink pointing outside the tree ({member.linkname!r})")
     elif member.islnk():
@@ -131,7 +137,9 @@ def kernel_version(tree: Path) -> str:
 
 
 def _looks_like_kernel(tree: Path) -> bool:
-    return (tree / "Makefile").is_file() and (tree / "Kconfig").is_file() and (tree / "arch").is_dir()
+    return (
+        (tree / "Makefile").is_file() and (tree / "Kconfig").is_file() and (tree / "arch").is_dir()
+    )
 
 
 # ---------------------------------------------------------------- the provider front
@@ -173,7 +181,11 @@ class SourceCache:
     def _finish(self, spec: SourceSpec, tree: str, provenance: dict[str, Any]) -> Source:
         commit = self.store.commit(tree, f"korch: pristine source\n\n{spec.describe()}\n")
         self.store.set_ref(f"refs/korch/pristine/{tree[:20]}", commit)
-        wt = self.store.checkout_new(tree, commit) if not self.store.worktree(tree).path.exists() else self.store.worktree(tree)
+        wt = (
+            self.store.checkout_new(tree, commit)
+            if not self.store.worktree(tree).path.exists()
+            else self.store.worktree(tree)
+        )
         if not _looks_like_kernel(wt.path):
             raise UserError(
                 f"{spec.describe()}: this does not look like a Linux source tree (no Makefile, Kconfig and arch/ at its top)",
@@ -181,7 +193,9 @@ class SourceCache:
             )
         return Source(spec, tree, commit, wt, kernel_version(wt.path), provenance)
 
-    def _import_extracted(self, spec: SourceSpec, extracted: Path, key: str, provenance: dict[str, Any]) -> Source:
+    def _import_extracted(
+        self, spec: SourceSpec, extracted: Path, key: str, provenance: dict[str, Any]
+    ) -> Source:
         """Import a freshly extracted tree and keep it as the work tree (no second copy)."""
         top = _single_top(extracted)
         if not _looks_like_kernel(top):
@@ -201,9 +215,14 @@ class SourceCache:
     def _from_path(self, spec: SourceSpec) -> Source:
         src = Path(spec.location)
         if not src.is_dir():
-            raise UserError(f"kernel.source.path: {src} is not a directory", hint="give the top of a kernel tree")
+            raise UserError(
+                f"kernel.source.path: {src} is not a directory",
+                hint="give the top of a kernel tree",
+            )
         if not _looks_like_kernel(src):
-            raise UserError(f"kernel.source.path: {src} does not look like a Linux source tree (no Makefile, Kconfig and arch/)")
+            raise UserError(
+                f"kernel.source.path: {src} does not look like a Linux source tree (no Makefile, Kconfig and arch/)"
+            )
         for dirt in (".config", "include/config/auto.conf", "include/generated"):
             if (src / dirt).exists():
                 raise UserError(
@@ -221,7 +240,16 @@ class SourceCache:
             # few files upstream tracks although an ignore pattern matches them.
             tree = self.store.import_dir(src, index, force=False)
             ignored = process.run(
-                ["git", "-C", str(src), "ls-files", "-z", "--cached", "--ignored", "--exclude-standard"],
+                [
+                    "git",
+                    "-C",
+                    str(src),
+                    "ls-files",
+                    "-z",
+                    "--cached",
+                    "--ignored",
+                    "--exclude-standard",
+                ],
                 check=False,
             ).output
             if ignored.strip("\0\n"):
@@ -229,7 +257,9 @@ class SourceCache:
                 self.store.git("add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul", env=env, cwd=src,
                                input=ignored.encode())  # fmt: skip
                 tree = self.store.out("write-tree", env=env)
-            head = process.run(["git", "-C", str(src), "rev-parse", "HEAD"], check=False).output.strip()
+            head = process.run(
+                ["git", "-C", str(src), "rev-parse", "HEAD"], check=False
+            ).output.strip()
             provenance["git_head"] = head
         else:
             tree = self.store.import_dir(src, index, force=True)
@@ -246,7 +276,7 @@ class SourceCache:
         h = hashlib.sha256()
         try:
             self.log(f"downloading {url}")
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (https only)
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
                 while block := resp.read(1 << 20):
                     h.update(block)
                     out.write(block)
@@ -260,7 +290,10 @@ class SourceCache:
             os.replace(tmp, final)
             return final, digest
         except OSError as exc:
-            raise InfraError(f"kernel.source.tarball: downloading {url} failed: {exc}", hint="check the URL and the network; safe to retry") from None
+            raise InfraError(
+                f"kernel.source.tarball: downloading {url} failed: {exc}",
+                hint="check the URL and the network; safe to retry",
+            ) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -280,11 +313,15 @@ class SourceCache:
                 raise UserError(f"kernel.source.tarball: {archive} does not exist")
             digest = sha256_file(archive)
             if spec.sha256 and digest != spec.sha256:
-                raise UserError(f"kernel.source.tarball: {archive} has sha256 {digest}, the experiment expects {spec.sha256}")
+                raise UserError(
+                    f"kernel.source.tarball: {archive} has sha256 {digest}, the experiment expects {spec.sha256}"
+                )
         provenance = {"tarball": spec.location, "sha256": digest}
         return self._from_archive(spec, archive, f"tarball:{digest}", provenance)
 
-    def _from_archive(self, spec: SourceSpec, archive: Path, key: str, provenance: dict[str, Any]) -> Source:
+    def _from_archive(
+        self, spec: SourceSpec, archive: Path, key: str, provenance: dict[str, Any]
+    ) -> Source:
         if tree := self._known(key):
             return self._finish(spec, tree, provenance)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=self._trees_parent()))
@@ -318,9 +355,15 @@ class SourceCache:
             res = self.store.git("ls-remote", url, ref, check=False, timeout=120)
             lines = [line.split("\t") for line in res.output.splitlines() if "\t" in line]
             if res.returncode != 0:
-                raise InfraError(f"kernel.source.git: cannot list {spec.location}: {res.tail}", hint="check the URL; safe to retry")
+                raise InfraError(
+                    f"kernel.source.git: cannot list {spec.location}: {res.tail}",
+                    hint="check the URL; safe to retry",
+                )
             if not lines:
-                raise UserError(f"kernel.source.git: {spec.location} has no ref {ref!r}", hint="give a branch, a tag or a full commit id")
+                raise UserError(
+                    f"kernel.source.git: {spec.location} has no ref {ref!r}",
+                    hint="give a branch, a tag or a full commit id",
+                )
             # Prefer the peeled commit of an annotated tag.
             peeled = [sha for sha, name in lines if name.endswith("^{}")]
             sha = peeled[0] if peeled else lines[0][0]
@@ -330,12 +373,18 @@ class SourceCache:
             return self._finish(spec, tree, provenance)
         if not self.store.has(sha):
             self.log(f"fetching {spec.location} {ref}")
-            res = self.store.git("fetch", "-q", "--depth=1", "--no-tags", url, sha, check=False, timeout=3600)
+            res = self.store.git(
+                "fetch", "-q", "--depth=1", "--no-tags", url, sha, check=False, timeout=3600
+            )
             if res.returncode != 0:
                 # Some servers (and local repositories) refuse a bare commit id in a shallow fetch.
-                res = self.store.git("fetch", "-q", "--no-tags", url, ref, check=False, timeout=3600)
+                res = self.store.git(
+                    "fetch", "-q", "--no-tags", url, ref, check=False, timeout=3600
+                )
             if res.returncode != 0 or not self.store.has(sha):
-                raise InfraError(f"kernel.source.git: fetching {ref} from {spec.location} failed:\n{res.tail}")
+                raise InfraError(
+                    f"kernel.source.git: fetching {ref} from {spec.location} failed:\n{res.tail}"
+                )
         tree = self.store.tree_of(sha)
         self._remember(key, tree)
         return self._finish(spec, tree, provenance)
@@ -346,15 +395,26 @@ class SourceCache:
         apt = DebianArchive(self.root / "apt", spec.suite or "trixie-backports", self.log)
         info = apt.show(spec.location, spec.version)
         key = f"deb:{info['SHA256']}"
-        provenance = {"debian": spec.location, "version": info["Version"], "suite": apt.suite, "deb_sha256": info["SHA256"]}
+        provenance = {
+            "debian": spec.location,
+            "version": info["Version"],
+            "suite": apt.suite,
+            "deb_sha256": info["SHA256"],
+        }
         if tree := self._known(key):
             return self._finish(spec, tree, provenance)
         deb = apt.download(spec.location, info)
         tmp = Path(tempfile.mkdtemp(prefix=".deb-", dir=self._trees_parent()))
         try:
             fsys = tmp / "data.tar"
-            process.run(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout_file=fsys, what=f"unpacking {deb.name}")
-            inner = _extract_named(fsys, re.compile(rf"^(\./)?usr/src/{re.escape(spec.location)}\.tar\.\w+$"), tmp)
+            process.run(
+                ["dpkg-deb", "--fsys-tarfile", str(deb)],
+                stdout_file=fsys,
+                what=f"unpacking {deb.name}",
+            )
+            inner = _extract_named(
+                fsys, re.compile(rf"^(\./)?usr/src/{re.escape(spec.location)}\.tar\.\w+$"), tmp
+            )
             fsys.unlink()
             if inner is None:
                 raise UserError(
@@ -416,7 +476,12 @@ class DebianArchive:
     def _setup(self) -> None:
         process.require("apt-get", "apt")
         process.require("dpkg-deb", "dpkg")
-        for sub in ("state/lists/partial", "cache/archives/partial", "sources.list.d", "preferences.d"):
+        for sub in (
+            "state/lists/partial",
+            "cache/archives/partial",
+            "sources.list.d",
+            "preferences.d",
+        ):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         for empty in ("state/status", "sources.list", "preferences"):
             p = self.root / empty
@@ -439,7 +504,11 @@ class DebianArchive:
         if fresh and not force:
             return
         self.log(f"reading the package lists of suite {self.suite}")
-        process.run(["apt-get", *self._opts(), "-q", "update"], timeout=600, what=f"apt-get update (suite {self.suite})")
+        process.run(
+            ["apt-get", *self._opts(), "-q", "update"],
+            timeout=600,
+            what=f"apt-get update (suite {self.suite})",
+        )
         stamp.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
 
     def show(self, package: str, version: str | None) -> dict[str, str]:
@@ -463,7 +532,10 @@ class DebianArchive:
             res = process.run(["dpkg", "--compare-versions", "0", "lt", "1"], check=False)
             if res.returncode == 0:  # dpkg can order versions: take the newest
                 for r in records[1:]:
-                    newer = process.run(["dpkg", "--compare-versions", r["Version"], "gt", best["Version"]], check=False)
+                    newer = process.run(
+                        ["dpkg", "--compare-versions", r["Version"], "gt", best["Version"]],
+                        check=False,
+                    )
                     if newer.returncode == 0:
                         best = r
         return best
@@ -474,7 +546,7 @@ class DebianArchive:
             return []
         records: list[dict[str, str]] = []
         cur: dict[str, str] = {}
-        for line in res.output.splitlines() + [""]:
+        for line in [*res.output.splitlines(), ""]:
             if not line.strip():
                 if cur.get("Package") == package:
                     records.append(cur)
@@ -499,10 +571,15 @@ class DebianArchive:
             )  # fmt: skip
             debs = list(tmp.glob("*.deb"))
             if len(debs) != 1:
-                raise InfraError(f"apt-get download {package} left {len(debs)} files", hint="safe to retry")
+                raise InfraError(
+                    f"apt-get download {package} left {len(debs)} files", hint="safe to retry"
+                )
             digest = sha256_file(debs[0])
             if digest != info["SHA256"]:
-                raise InfraError(f"{debs[0].name}: sha256 {digest} does not match the archive's {info['SHA256']}", hint="safe to retry")
+                raise InfraError(
+                    f"{debs[0].name}: sha256 {digest} does not match the archive's {info['SHA256']}",
+                    hint="safe to retry",
+                )
             os.replace(debs[0], final)
             return final
         finally:
@@ -512,7 +589,15 @@ class DebianArchive:
 def machine_debian_archive() -> tuple[str, str | None]:
     """The main Debian archive URI (and its Signed-By keyring) from the machine's apt sources."""
     res = process.run(
-        ["apt-config", "shell", "LIST", "Dir::Etc::sourcelist/f", "PARTS", "Dir::Etc::sourceparts/d"], check=False
+        [
+            "apt-config",
+            "shell",
+            "LIST",
+            "Dir::Etc::sourcelist/f",
+            "PARTS",
+            "Dir::Etc::sourceparts/d",
+        ],
+        check=False,
     )
     paths = dict(re.findall(r"(LIST|PARTS)='([^']*)'", res.output))
     candidates: list[tuple[str, str | None, list[str]]] = []
@@ -527,7 +612,9 @@ def machine_debian_archive() -> tuple[str, str | None]:
                 fields[k.strip().lower()] = v.strip()
             if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
                 for uri in fields.get("uris", "").split():
-                    candidates.append((uri, fields.get("signed-by"), fields.get("suites", "").split()))
+                    candidates.append(
+                        (uri, fields.get("signed-by"), fields.get("suites", "").split())
+                    )
     lists = [Path(paths.get("LIST", "/etc/apt/sources.list"))]
     if parts.is_dir():
         lists += sorted(parts.glob("*.list"))
@@ -544,7 +631,7 @@ def machine_debian_archive() -> tuple[str, str | None]:
         # The main archive carries the plain release suite (no -security, -updates, ...).
         if any("-" not in s and "/" not in s for s in suites) and "security" not in uri:
             with contextlib.suppress(Exception):
-                if (signed_by and not Path(signed_by).exists()):
+                if signed_by and not Path(signed_by).exists():
                     signed_by = None
             return uri.rstrip("/"), signed_by
     raise InfraError(

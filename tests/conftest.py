@@ -9,7 +9,11 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
     if request.node.get_closest_marker("integration"):
         return  # integration tests choose their cache themselves (see tests/integration/conftest.py)
     home = tmp_path_factory.mktemp("home")
@@ -22,8 +26,10 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 def make_fake_kernel(root: Path, files: dict[str, str] | None = None) -> Path:
     """A directory that passes korch's 'looks like a kernel tree' checks, for fast tests."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "Makefile").write_text("VERSION = 7\nPATCHLEVEL = 2\nSUBLEVEL = 0\nEXTRAVERSION = -test\n")
-    (root / "Kconfig").write_text("mainmenu \"fake\"\n")
+    (root / "Makefile").write_text(
+        "VERSION = 7\nPATCHLEVEL = 2\nSUBLEVEL = 0\nEXTRAVERSION = -test\n"
+    )
+    (root / "Kconfig").write_text('mainmenu "fake"\n')
     (root / "arch" / "x86").mkdir(parents=True, exist_ok=True)
     (root / "arch" / "x86" / "Kconfig").write_text("config X86\n\tdef_bool y\n")
     for name, text in (files or {}).items():

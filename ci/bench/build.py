@@ -70,29 +70,55 @@ def main() -> int:
         plain_dir = work / "plain"
         plain_dir.mkdir()
         shutil.copyfile(b1.config, plain_dir / ".config")
-        argv = ["make", "-C", str(src.worktree.path), f"O={plain_dir}", "ARCH=x86_64", f"-j{build.jobs()}", "bzImage"]
+        argv = [
+            "make",
+            "-C",
+            str(src.worktree.path),
+            f"O={plain_dir}",
+            "ARCH=x86_64",
+            f"-j{build.jobs()}",
+            "bzImage",
+        ]
         print("plain:", " ".join(argv), flush=True)
         t0 = time.monotonic()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, LC_ALL="C"))
+        subprocess.run(
+            argv, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, LC_ALL="C")
+        )
         plain = time.monotonic() - t0
 
         # -- 3. warm rerun through the CLI --------------------------------------------
         korch = Path(sys.executable).with_name("korch")
         env = dict(os.environ, KORCH_CACHE=str(cache))
         t0 = time.monotonic()
-        out = subprocess.run([str(korch), "build"], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [str(korch), "build"], env=env, capture_output=True, text=True, check=True
+        )
         warm = time.monotonic() - t0
         rows = [line for line in out.stdout.splitlines() if line.split()[:1] in ([first], [second])]
-        compilers = "no" if len(rows) == 2 and all(line.rstrip().endswith("cached") for line in rows) else "SOME"
+        compilers = (
+            "no"
+            if len(rows) == 2 and all(line.rstrip().endswith("cached") for line in rows)
+            else "SOME"
+        )
 
         print()
-        print(f"korch cold, first variant ({first}):   {korch_cold:7.1f} s total, {make_only:.1f} s in make, "
-              f"{b1.objects_compiled} objects")
+        print(
+            f"korch cold, first variant ({first}):   {korch_cold:7.1f} s total, {make_only:.1f} s in make, "
+            f"{b1.objects_compiled} objects"
+        )
         print(f"plain make -j{build.jobs()} bzImage, same tree/config: {plain:7.1f} s")
-        print(f"ratio korch cold / plain make:           {korch_cold / plain:7.3f}   (goal <= 1.04)")
-        print(f"korch second variant ({second}):        {korch_second:7.1f} s, {b2.objects_compiled} objects")
-        print(f"ratio second / first:                    {korch_second / korch_cold:7.3f}   (goal <= 0.05)")
-        print(f"warm rerun 'korch build':                {warm:7.2f} s, {compilers} compiler invoked (goal: none, < 5 s)")
+        print(
+            f"ratio korch cold / plain make:           {korch_cold / plain:7.3f}   (goal <= 1.04)"
+        )
+        print(
+            f"korch second variant ({second}):        {korch_second:7.1f} s, {b2.objects_compiled} objects"
+        )
+        print(
+            f"ratio second / first:                    {korch_second / korch_cold:7.3f}   (goal <= 0.05)"
+        )
+        print(
+            f"warm rerun 'korch build':                {warm:7.2f} s, {compilers} compiler invoked (goal: none, < 5 s)"
+        )
         print(f"images differ: {b1.bzimage.read_bytes() != b2.bzimage.read_bytes()}")
         return 0
     finally:

@@ -7,10 +7,15 @@ machine's apt sources (the source package is linux-source-7.2 from trixie-backpo
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
+import pytest
+
 from orchestrator import build, config
+from orchestrator.cli import main
+from orchestrator.errors import EXIT_INFRA, EXIT_USAGE
 from orchestrator.fsutil import cache_root
 from orchestrator.ui import PlainProgress
 
@@ -54,7 +59,12 @@ def test_default_variants_build_and_differ(default_builds: dict[str, build.Build
     assert pervma.metadata["patches"] == []
     # Every symbol the fragments ask for holds in the image's configuration.
     cfg = pervma.config.read_text()
-    for line in ("CONFIG_PER_VMA_LOCK=y", "CONFIG_VIRTIO_NET=y", "CONFIG_SERIAL_8250_CONSOLE=y", "CONFIG_ACPI=y"):
+    for line in (
+        "CONFIG_PER_VMA_LOCK=y",
+        "CONFIG_VIRTIO_NET=y",
+        "CONFIG_SERIAL_8250_CONSOLE=y",
+        "CONFIG_ACPI=y",
+    ):
         assert line in cfg.splitlines()
 
 
@@ -90,3 +100,61 @@ variants:
     again = build.Builder(exp, cache_root(), PlainProgress()).build_all()
     assert all(b.cached and b.objects_compiled == 0 for b in again.values())
     assert again["marked"].key == marked.key
+
+
+def _experiment(tmp_path: Path, variants: str, extra_kconfig: str = "") -> Path:
+    default = config.load_default()
+    kconfig = ", ".join(
+        [default.kconfig_base, *default.kconfig, *([extra_kconfig] if extra_kconfig else [])]
+    )
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(
+        f"schema: 1\nname: failing\nkernel:\n"
+        f"  source: {{debian: {default.source.location}, suite: {default.source.suite}}}\n"
+        f"  kconfig: [{kconfig}]\nvariants:\n{variants}"
+    )
+    return exp_file
+
+
+def test_compile_error_exits_2_with_the_compiler_lines(
+    default_builds: dict[str, build.Build], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = uuid.uuid4().hex
+    (tmp_path / "broken.patch").write_text(
+        MARKER_PATCH.replace(
+            'static const char korch_marker[] __used = "MARKER";', f"#error broken_{token}"
+        )
+    )
+    exp = _experiment(tmp_path, "  - name: broken\n    patches: [broken.patch]\n")
+    assert main(["build", str(exp)]) == EXIT_INFRA
+    err = capsys.readouterr().err
+    assert "build of variant broken failed" in err
+    assert f"task_mmu.c:35:2: error: #error broken_{token}" in err
+    log = re.search(r"full output: (\S+)", err)
+    assert log and Path(log.group(1)).is_file()
+
+
+def test_patch_that_does_not_apply_exits_64(
+    default_builds: dict[str, build.Build], tmp_path: Path, capsys
+) -> None:
+    stale = MARKER_PATCH.replace("#define SENTINEL_VMA_GATE\t-2", "#define SENTINEL_VMA_GATE\t-3")
+    (tmp_path / "0001-stale.patch").write_text(stale)
+    exp = _experiment(tmp_path, "  - name: stale\n    series: {dir: .}\n")
+    assert main(["build", str(exp)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert 'patch 0001-stale.patch ("fs/proc/task_mmu: add a marker string", 1 of 1' in err
+    assert "fs/proc/task_mmu.c: hunk #1 (@@ -32,6 +32,8 @@) does not apply" in err
+
+
+def test_dropped_kconfig_symbol_is_named(
+    default_builds: dict[str, build.Build], tmp_path: Path, capsys
+) -> None:
+    frag = tmp_path / "extra.config"
+    frag.write_text(
+        "# needs a symbol that does not exist and one whose dependency is off\nCONFIG_KORCH_NO_SUCH_SYMBOL=y\nCONFIG_KVM=y\n"
+    )
+    exp = _experiment(tmp_path, "  - name: only\n", extra_kconfig="extra.config")
+    assert main(["build", str(exp)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "CONFIG_KORCH_NO_SUCH_SYMBOL=y (from extra) ended up not set" in err
+    assert "CONFIG_KVM=y (from extra) ended up not set" in err

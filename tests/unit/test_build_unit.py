@@ -52,7 +52,10 @@ def test_compiler_errors_picks_the_error_lines() -> None:
 
 def test_variants_with_different_configs_are_an_error(builder: build.Builder) -> None:
     exp = builder.exp
-    configs = {"mmap-lock": "CONFIG_A=y\nCONFIG_B=y\n", "per-vma": "CONFIG_A=y\n# CONFIG_B is not set\n"}
+    configs = {
+        "mmap-lock": "CONFIG_A=y\nCONFIG_B=y\n",
+        "per-vma": "CONFIG_A=y\n# CONFIG_B is not set\n",
+    }
     with pytest.raises(KconfigError) as exc:
         builder.check_configs_agree(list(exp.variants), configs)
     assert "CONFIG_B: y vs n" in str(exc.value) and exc.value.symbols == ["CONFIG_B"]

@@ -21,7 +21,9 @@ def test_validate_ok_and_error(tmp_path: Path, capsys) -> None:
     assert "ok (t: 2 variants, baseline a)" in capsys.readouterr().out
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("schema: 1\nname: t\nkernel: {source: {path: linux}, kconfig: [tinyconfig, nope]}\nvariants: [{name: a}]\n")
+    bad.write_text(
+        "schema: 1\nname: t\nkernel: {source: {path: linux}, kconfig: [tinyconfig, nope]}\nvariants: [{name: a}]\n"
+    )
     assert main(["validate", str(bad)]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "kconfig fragment 'nope'" in err and "known fragments:" in err
@@ -38,6 +40,8 @@ def test_no_command_prints_help(capsys) -> None:
 
 
 def test_python_dash_m_and_kconfigs() -> None:
-    res = subprocess.run([sys.executable, "-m", "orchestrator", "kconfigs"], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "kconfigs"], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     assert "qemu-guest" in res.stdout and "maps-contention" in res.stdout

@@ -46,11 +46,15 @@ def test_valid_file_resolves_paths_against_the_file(tmp_path: Path) -> None:
     assert [v.name for v in exp.variants] == ["base", "cand"]
     assert exp.variants[1].series == config.SeriesSpec("dir", path=tmp_path / "patches")
     assert exp.vm == config.VmSpec(cpus=2, memory="512M", accel="tcg")
-    assert exp.workload.duration_s == 2.5 and exp.workload.region_mb == 64 and exp.workload.runs == 3
+    assert (
+        exp.workload.duration_s == 2.5 and exp.workload.region_mb == 64 and exp.workload.runs == 3
+    )
 
 
 def test_unknown_key_names_line_and_path(tmp_path: Path) -> None:
-    text = GOOD.replace("  kconfig: [tinyconfig, qemu-guest]", "  kconfig: [tinyconfig]\n  kconfg: [x]")
+    text = GOOD.replace(
+        "  kconfig: [tinyconfig, qemu-guest]", "  kconfig: [tinyconfig]\n  kconfg: [x]"
+    )
     (p,) = problems(tmp_path, text)
     assert p.startswith(f"{tmp_path / 'exp.yaml'}:6: kernel.kconfg: unknown key")
     assert "expected one of: arch, kconfig, make_target, source" in p
@@ -68,8 +72,10 @@ def test_boolean_is_not_a_number(tmp_path: Path) -> None:
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
-    text = GOOD.replace("cpus: 2", "cpus: 0").replace("region_mb: 64", "region_mb: 100").replace(
-        "baseline: base", "baseline: nope"
+    text = (
+        GOOD.replace("cpus: 2", "cpus: 0")
+        .replace("region_mb: 64", "region_mb: 100")
+        .replace("baseline: base", "baseline: nope")
     )
     ps = problems(tmp_path, text)
     assert len(ps) == 3
@@ -79,7 +85,9 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_variant_errors_carry_their_index(tmp_path: Path) -> None:
-    text = GOOD.replace("    series: {dir: patches}", "    series: {dir: patches}\n    patches: [a.patch]")
+    text = GOOD.replace(
+        "    series: {dir: patches}", "    series: {dir: patches}\n    patches: [a.patch]"
+    )
     (p,) = problems(tmp_path, text)
     assert "variants[1]: give either patches or series, not both" in p
     text = GOOD.replace("  - name: cand", "  - name: base")
@@ -96,8 +104,13 @@ def test_missing_required_and_bad_schema(tmp_path: Path) -> None:
 
 def test_source_needs_exactly_one_provider(tmp_path: Path) -> None:
     (p,) = problems(tmp_path, GOOD.replace("{tarball: linux.tar.xz}", "{tarball: a, git: b}"))
-    assert ":4: kernel.source: give exactly one of path, tarball, git, debian (found: tarball, git)" in p
-    (p,) = problems(tmp_path, GOOD.replace("{tarball: linux.tar.xz}", "{git: https://example.invalid/l.git}"))
+    assert (
+        ":4: kernel.source: give exactly one of path, tarball, git, debian (found: tarball, git)"
+        in p
+    )
+    (p,) = problems(
+        tmp_path, GOOD.replace("{tarball: linux.tar.xz}", "{git: https://example.invalid/l.git}")
+    )
     assert "kernel.source.ref: required key is missing" in p
     (p,) = problems(tmp_path, GOOD.replace("{tarball: linux.tar.xz}", "{tarball: http://x/l.tar}"))
     assert "only https URLs or paths" in p
@@ -106,7 +119,9 @@ def test_source_needs_exactly_one_provider(tmp_path: Path) -> None:
 def test_series_kinds(tmp_path: Path) -> None:
     exp = load(tmp_path, GOOD.replace("{dir: patches}", "{git: v7.1..v7.2, repo: ../linux}"))
     s = exp.variants[1].series
-    assert s.kind == "git" and s.spec == "v7.1..v7.2" and s.path == (tmp_path / "../linux").resolve()
+    assert (
+        s.kind == "git" and s.spec == "v7.1..v7.2" and s.path == (tmp_path / "../linux").resolve()
+    )
     exp = load(tmp_path, GOOD.replace("{dir: patches}", "{b4: 20250101.1-x@y, mbox: t.mbx}"))
     s = exp.variants[1].series
     assert s.kind == "b4" and s.spec == "20250101.1-x@y" and s.path == tmp_path / "t.mbx"

@@ -61,7 +61,9 @@ def test_series_applies_as_one_commit_per_patch(tmp_path: Path, source) -> None:
     assert parent == patched.patches[0].commit
     assert cache.store.out("rev-parse", f"{parent}^") == src.commit
     # Same series again: same commits (deterministic), no new work.
-    assert prepare(cache.store, src, SeriesSpec("files", files=tuple(files))).commit == patched.commit
+    assert (
+        prepare(cache.store, src, SeriesSpec("files", files=tuple(files))).commit == patched.commit
+    )
 
 
 def test_failure_names_patch_subject_file_and_hunk(tmp_path: Path, source) -> None:
@@ -69,7 +71,11 @@ def test_failure_names_patch_subject_file_and_hunk(tmp_path: Path, source) -> No
     wrong = BASE.replace("line 20\n", "something else\n")
     good = mail_patch("fs: ok", BASE, BASE.replace("line 2\n", "line two\n"))
     # Two hunks: the first applies, the second targets text that is not there.
-    bad = mail_patch("fs: second hunk is stale", wrong, wrong.replace("line 10\n", "10\n").replace("something else\n", "x\n"))
+    bad = mail_patch(
+        "fs: second hunk is stale",
+        wrong,
+        wrong.replace("line 10\n", "10\n").replace("something else\n", "x\n"),
+    )
     (tmp_path / "0001-ok.patch").write_text(good)
     (tmp_path / "0002-bad.patch").write_text(bad)
     spec = SeriesSpec("files", files=(tmp_path / "0001-ok.patch", tmp_path / "0002-bad.patch"))
@@ -99,12 +105,18 @@ def test_mbox_and_git_range(tmp_path: Path, source) -> None:
     step1 = BASE.replace("line 5\n", "line five\n")
     step2 = step1.replace("line 25\n", "line twenty-five\n")
     mbox = tmp_path / "s.mbox"
-    mbox.write_text(mail_patch("fs: five", BASE, step1) + "\n" + mail_patch("fs: twenty-five", step1, step2))
+    mbox.write_text(
+        mail_patch("fs: five", BASE, step1) + "\n" + mail_patch("fs: twenty-five", step1, step2)
+    )
     patched = prepare(cache.store, src, SeriesSpec("mbox", path=mbox))
     assert [p.label for p in patched.patches] == ["s.mbox#1", "s.mbox#2"]
 
     repo = make_fake_kernel(tmp_path / "repo", {"fs/a.c": BASE})
-    run = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    def run(*a: str) -> None:
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=repo, check=True, capture_output=True
+        )
+
     run("init", "-q")
     run("add", "-A")
     run("commit", "-qm", "base")
@@ -131,7 +143,9 @@ def test_b4_with_a_local_mbox(tmp_path: Path, source) -> None:
     )
     mbox = tmp_path / "thread.mbox"
     mbox.write_text(msg)
-    patched = prepare(cache.store, src, SeriesSpec("b4", path=mbox, spec="20260901-five-v1-1@example.org"))
+    patched = prepare(
+        cache.store, src, SeriesSpec("b4", path=mbox, spec="20260901-five-v1-1@example.org")
+    )
     assert [p.subject for p in patched.patches] == ["fs: five"]
     with pytest.raises(UserError, match="b4 could not fetch"):
         prepare(cache.store, src, SeriesSpec("b4", path=mbox, spec="nothing-here@example.org"))
@@ -140,5 +154,7 @@ def test_b4_with_a_local_mbox(tmp_path: Path, source) -> None:
 def test_hunk_parsing() -> None:
     diff = b"--- a/x.c\n+++ b/x.c\n@@ -3,2 +3,2 @@\n-a\n+b\n@@ -40,1 +40,1 @@ fn\n-c\n+d\n"
     assert hunks_of(diff) == {"x.c": [(3, "@@ -3,2 +3,2 @@"), (40, "@@ -40,1 +40,1 @@ fn")]}
-    file, hunk, summary = describe_failure("error: patch failed: x.c:40\nerror: x.c: patch does not apply", diff)
+    file, hunk, summary = describe_failure(
+        "error: patch failed: x.c:40\nerror: x.c: patch does not apply", diff
+    )
     assert (file, hunk) == ("x.c", 2) and "hunk #2" in summary

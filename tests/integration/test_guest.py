@@ -1,0 +1,201 @@
+"""The guest stage on a real kernel under TCG: boot, SSH, copy files, panic, lifecycle.
+
+The kernel is $KORCH_TEST_BZIMAGE when set (any bzImage built with korch's guest fragment),
+else the default experiment's per-vma build (the build stage's ``default_builds``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator import vm
+from orchestrator.errors import EXIT_GUEST, EXIT_INFRA, BootTimeout, GuestError
+from orchestrator.image import GuestImage, build_image
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TCG4 = vm.VMConfig(cpus=4, memory="1G", accel="tcg", boot_timeout_s=120)
+_started: list[int] = []  # every QEMU pid the tests saw, checked at the end of the session
+
+
+@pytest.fixture(scope="session")
+def guest_kernel(request: pytest.FixtureRequest) -> Path:
+    """A bzImage to boot: $KORCH_TEST_BZIMAGE, else the per-vma build of the default experiment."""
+    explicit = os.environ.get("KORCH_TEST_BZIMAGE")
+    if explicit:
+        return Path(explicit)
+    builds = request.getfixturevalue("default_builds")
+    return Path(builds["per-vma"].bzimage)
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    return build_image()
+
+
+def _qemu_processes() -> dict[int, str]:
+    """QEMU processes on the machine: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and argv and b"qemu-system" in argv[0]:
+            found[int(entry.name)] = b" ".join(argv).decode(errors="replace")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_qemu_outlives_the_tests() -> Iterator[None]:
+    before = set(_qemu_processes())
+    yield
+    assert vm.live_pids() == []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = {pid: cmd for pid, cmd in _qemu_processes().items() if pid not in before}
+        if not left and not any(Path(f"/proc/{pid}").exists() for pid in _started):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"QEMU processes left behind: {left}")
+
+
+def _release(bzimage: Path) -> str:
+    # the x86 boot header points at the version string ("7.2.0 (user@host) #1 ...")
+    data = bzimage.read_bytes()[:0x10000]
+    offset = int.from_bytes(data[0x20E:0x210], "little") + 0x200
+    return data[offset : data.index(b"\0", offset)].decode().split()[0]
+
+
+def test_boot_run_copy_poweroff(guest_kernel: Path, guest_image: GuestImage, tmp_path: Path) -> None:
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(256 * 1024))
+    back = tmp_path / "back.bin"
+    with vm.Guest(guest_kernel, guest_image, TCG4, workdir=tmp_path / "boot") as guest:
+        assert guest.proc is not None
+        proc = guest.proc
+        _started.append(proc.pid)
+        assert guest.accel == vm.AccelDecision("tcg", "accel: tcg was requested")
+        assert guest.boot_s is not None and guest.boot_s < TCG4.boot_timeout_s
+        assert guest.run("uname -r").stdout.strip() == _release(guest_kernel)
+        assert guest.run("nproc").stdout.strip() == "4"
+        guest.put(payload, "/tmp/payload.bin")
+        guest.run("cp /tmp/payload.bin /tmp/copy.bin")
+        guest.get("/tmp/copy.bin", back)
+        assert "127.0.0.1" in guest.argv[guest.argv.index("-netdev") + 1]
+    assert back.read_bytes() == payload.read_bytes()
+    assert proc.returncode == 0
+    console = (tmp_path / "boot" / "console.log").read_text()
+    assert "korch-guest: ready" in console
+    assert "reboot: Power down" in console  # powered off over SSH, not killed
+    assert (tmp_path / "boot" / "qemu-argv.txt").read_text().startswith(TCG4.qemu)
+
+
+def test_missing_init_is_a_guest_error(
+    guest_kernel: Path, guest_image: GuestImage, tmp_path: Path
+) -> None:
+    config = vm.VMConfig(cpus=2, accel="tcg", boot_timeout_s=90, cmdline=("rdinit=/nonexistent",))
+    guest = vm.Guest(guest_kernel, guest_image, config, workdir=tmp_path)
+    start = time.monotonic()
+    with pytest.raises(GuestError) as info:
+        with guest:
+            pass
+    assert time.monotonic() - start < config.boot_timeout_s
+    error = info.value
+    assert error.exit_code == EXIT_GUEST == 4
+    assert error.kind == "panic"
+    assert "No working init found" in error.line
+    assert "Run /bin/sh as init process" in error.console_tail
+    assert guest.proc is None
+
+
+def test_boot_deadline_is_an_infra_error(
+    guest_kernel: Path, guest_image: GuestImage, tmp_path: Path
+) -> None:
+    config = vm.VMConfig(cpus=1, accel="tcg", boot_timeout_s=1.0)
+    with pytest.raises(BootTimeout) as info:
+        with vm.Guest(guest_kernel, guest_image, config, workdir=tmp_path):
+            pass
+    assert info.value.exit_code == EXIT_INFRA
+    assert "within 1 s" in str(info.value)
+    assert info.value.console_log == str(tmp_path / "console.log")
+
+
+@pytest.mark.skipif(not Path("/dev/kvm").exists(), reason="no /dev/kvm: nothing to probe")
+def test_kvm_probe_decides(guest_kernel: Path, guest_image: GuestImage, tmp_path: Path) -> None:
+    facts = vm.kvm_facts()
+    config = vm.VMConfig(cpus=2, probe_timeout_s=20)
+    start = time.monotonic()
+    decision = vm.choose_accel("auto", guest_kernel, guest_image, config, workdir=tmp_path)
+    assert time.monotonic() - start < config.probe_timeout_s + 15
+    assert decision.reason
+    if facts.causes():  # e.g. this project's PVM machines: must fall back, and say why
+        assert decision.accel == "tcg"
+        assert facts.causes()[0] in decision.reason
+    assert vm.choose_accel("auto", guest_kernel, guest_image, config) is decision  # cached
+
+
+def test_boot_and_run_returns_the_status(
+    guest_kernel: Path, guest_image: GuestImage, capfd: pytest.CaptureFixture[str]
+) -> None:
+    status = vm.boot_and_run(
+        guest_kernel, "echo from-the-guest; exit 3", config=TCG4, image=guest_image
+    )
+    assert status == 3
+    assert "from-the-guest" in capfd.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("sig", "status"),
+    [
+        # the handler turns SIGTERM into SystemExit(143), so Guest.__exit__ stops QEMU itself
+        (signal.SIGTERM, 128 + signal.SIGTERM),
+        # Ctrl-C: KeyboardInterrupt unwinds the same way; Python then dies of SIGINT
+        (signal.SIGINT, -signal.SIGINT),
+    ],
+)
+def test_signals_stop_the_guest(
+    guest_kernel: Path, guest_image: GuestImage, tmp_path: Path, sig: int, status: int
+) -> None:
+    script = tmp_path / "korch_like.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import time
+            from pathlib import Path
+            from orchestrator import vm
+            from orchestrator.image import GuestImage
+            image = GuestImage(Path({str(guest_image.initrd)!r}), Path({str(guest_image.client_key)!r}),
+                               {guest_image.host_public_key!r}, {guest_image.content_id!r})
+            config = vm.VMConfig(cpus=1, accel="tcg")
+            with vm.Guest(Path({str(guest_kernel)!r}), image, config, workdir=Path({str(tmp_path / "boot")!r})) as g:
+                print(g.proc.pid, flush=True)
+                time.sleep(120)
+            """
+        )
+    )
+    child = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        qemu_pid = int(child.stdout.readline())
+        _started.append(qemu_pid)
+        child.send_signal(sig)
+        assert child.wait(60) == status
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert not Path(f"/proc/{qemu_pid}").exists()
