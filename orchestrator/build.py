@@ -165,6 +165,7 @@ class Builder:
         self.env = build_env(cache)
         self.vars = make_vars(exp.arch, self.use_ccache)
         self._tools: dict[str, str] | None = None
+        self.kconfig_s: dict[str, float] = {}  # time spent making each variant's .config
 
     @property
     def tools(self) -> dict[str, str]:
@@ -179,7 +180,7 @@ class Builder:
     # -- steps ---------------------------------------------------------------------
 
     def source(self) -> Source:
-        self.progress.stage("*", "source")
+        self.progress.stage("(source)", self.exp.source.describe())
         return self.sources.get(self.exp.source)
 
     def fragments(self, variant: Variant) -> list[kconfig.Fragment]:
@@ -208,6 +209,7 @@ class Builder:
             if not dropped:
                 return text
         self.progress.stage(variant.name, "kconfig")
+        start = time.monotonic()
         wt = patched.source.worktree
         with locked(wt.lock_file):
             self.sources.store.switch(wt, patched.commit)
@@ -216,6 +218,7 @@ class Builder:
                 wt.path, cfgdir, self.exp.kconfig_base, frags, self.vars, self.env, log
             )
         atomic_write(cached, text)
+        self.kconfig_s[variant.name] = round(time.monotonic() - start, 2)
         return text
 
     def artifact_key(self, patched: series.PatchedTree, config_text: str) -> str:
@@ -400,7 +403,10 @@ class Builder:
             "target": self.exp.make_target,
             "ccache": self.use_ccache,
             "objects_compiled": compiled,
-            "durations_s": {"build": round(duration, 2)},
+            "durations_s": {
+                "build": round(duration, 2),
+                "kconfig": self.kconfig_s.get(variant.name, 0.0),
+            },
             "hashes": {
                 name: sha256_file(tmp / name) for name in ("bzImage", "System.map", "config")
             },

@@ -421,9 +421,12 @@ class SourceCache:
                     f"kernel.source.debian: package {spec.location} holds no /usr/src/{spec.location}.tar.*",
                     hint="name a linux-source-X.Y package",
                 )
-            return self._from_archive(spec, inner, key, provenance)
+            source = self._from_archive(spec, inner, key, provenance)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        # The store now holds every file; the package would only take disk space.
+        deb.unlink(missing_ok=True)
+        return source
 
 
 def _extract_named(tar_path: Path, pattern: re.Pattern[str], dest: Path) -> Path | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import SourceSpec
-from orchestrator.errors import UserError
+from orchestrator.errors import InfraError, UserError
 from orchestrator.source import SourceCache, kernel_version, safe_extract
 from tests.conftest import make_fake_kernel
 
@@ -145,3 +145,59 @@ def test_not_a_kernel_tree(tmp_path: Path) -> None:
     d.mkdir()
     with pytest.raises(UserError, match="does not look like a Linux source tree"):
         SourceCache(tmp_path / "cache").get(SourceSpec("path", str(d)))
+
+
+@pytest.fixture
+def https_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real HTTPS server on 127.0.0.1 with a throwaway certificate the client trusts."""
+    import http.server
+    import shutil
+    import ssl
+    import threading
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    served = tmp_path / "www"
+    served.mkdir()
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(served), **kw)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    try:
+        yield served, f"https://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_tarball_over_https_checked_and_cached(tmp_path: Path, https_server) -> None:
+    import hashlib
+
+    served, base = https_server
+    archive = tarball_of(
+        make_fake_kernel(tmp_path / "src", {"x.c": "1\n"}), served / "linux.tar.gz"
+    )
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    cache = SourceCache(tmp_path / "cache")
+    with pytest.raises(UserError, match=f"has sha256 {digest}, the experiment expects {'1' * 64}"):
+        cache.get(SourceSpec("tarball", f"{base}/linux.tar.gz", sha256="1" * 64))
+    src = cache.get(SourceSpec("tarball", f"{base}/linux.tar.gz", sha256=digest))
+    assert (src.worktree.path / "x.c").read_text() == "1\n"
+    assert (tmp_path / "cache" / "downloads" / digest).is_file()
+    archive.unlink()  # a second lookup needs no download
+    assert (
+        cache.get(SourceSpec("tarball", f"{base}/linux.tar.gz", sha256=digest)).tree_id
+        == src.tree_id
+    )
+    with pytest.raises(InfraError, match=r"downloading .*/missing\.tar\.gz failed"):
+        cache.get(SourceSpec("tarball", f"{base}/missing.tar.gz"))
