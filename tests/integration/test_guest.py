@@ -80,7 +80,9 @@ def _release(bzimage: Path) -> str:
     return data[offset : data.index(b"\0", offset)].decode().split()[0]
 
 
-def test_boot_run_copy_poweroff(guest_kernel: Path, guest_image: GuestImage, tmp_path: Path) -> None:
+def test_boot_run_copy_poweroff(
+    guest_kernel: Path, guest_image: GuestImage, tmp_path: Path
+) -> None:
     payload = tmp_path / "payload.bin"
     payload.write_bytes(os.urandom(256 * 1024))
     back = tmp_path / "back.bin"
@@ -111,8 +113,7 @@ def test_missing_init_is_a_guest_error(
     guest = vm.Guest(guest_kernel, guest_image, config, workdir=tmp_path)
     start = time.monotonic()
     with pytest.raises(GuestError) as info:
-        with guest:
-            pass
+        guest.start()  # a failed start stops QEMU itself
     assert time.monotonic() - start < config.boot_timeout_s
     error = info.value
     assert error.exit_code == EXIT_GUEST == 4
@@ -126,9 +127,10 @@ def test_boot_deadline_is_an_infra_error(
     guest_kernel: Path, guest_image: GuestImage, tmp_path: Path
 ) -> None:
     config = vm.VMConfig(cpus=1, accel="tcg", boot_timeout_s=1.0)
+    guest = vm.Guest(guest_kernel, guest_image, config, workdir=tmp_path)
     with pytest.raises(BootTimeout) as info:
-        with vm.Guest(guest_kernel, guest_image, config, workdir=tmp_path):
-            pass
+        guest.start()
+    assert guest.proc is None
     assert info.value.exit_code == EXIT_INFRA
     assert "within 1 s" in str(info.value)
     assert info.value.console_log == str(tmp_path / "console.log")
@@ -187,7 +189,9 @@ def test_signals_stop_the_guest(
             """
         )
     )
-    child = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout is not None
         qemu_pid = int(child.stdout.readline())
