@@ -38,7 +38,7 @@ from .fsutil import (
 )
 from .source import Source, SourceCache
 
-RECIPE_VERSION = 1  # bump when the way korch builds changes what comes out
+RECIPE_VERSION = 2  # bump when the way korch builds changes what comes out
 _COMPILED = re.compile(r"^\s+(CC|AS)(\s+\[M\])?\s+(\S+\.o)\s*$")
 _ERROR = re.compile(
     r"(: (fatal )?error: |: undefined reference to |\*\*\* \[|^make(\[\d+\])?: \*\*\*|Error \d+)"
@@ -126,6 +126,8 @@ def build_env(cache: Path) -> dict[str, str]:
         "KBUILD_BUILD_USER": "korch",
         "KBUILD_BUILD_HOST": "korch",
         "KBUILD_BUILD_TIMESTAMP": "1970-01-01 00:00:00 UTC",
+        # "#1" whatever the build directory built before, so both variants carry the same string
+        "KBUILD_BUILD_VERSION": "1",
         "CCACHE_DIR": str(cache / "ccache"),
         "CCACHE_BASEDIR": str(cache),
         "CCACHE_MAXSIZE": os.environ.get("CCACHE_MAXSIZE", "5G"),

@@ -92,7 +92,7 @@ class WorkloadSpec:
     boots: int = 2
     duration_s: float = 10.0
     region_mb: int = 128
-    busy_ms: float = 2.0
+    busy_ms: int = 2
     procfile: str = "maps"
 
 
@@ -409,7 +409,11 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
     for key in ("runs", "boots"):
         if key in m:
             kw[key] = c.scalar(m[key], f"workload.{key}", (int,), "an integer", _positive)
-    for key in ("duration_s", "busy_ms"):
+    if "busy_ms" in m:
+        kw["busy_ms"] = c.scalar(
+            m["busy_ms"], "workload.busy_ms", (int,), "a whole number of milliseconds", _positive
+        )
+    for key in ("duration_s",):
         if key in m:
             kw[key] = c.scalar(m[key], f"workload.{key}", (float,), "a number", _positive)
     if "region_mb" in m:

@@ -112,9 +112,13 @@ def test_mbox_and_git_range(tmp_path: Path, source) -> None:
     assert [p.label for p in patched.patches] == ["s.mbox#1", "s.mbox#2"]
 
     repo = make_fake_kernel(tmp_path / "repo", {"fs/a.c": BASE})
+
     def run(*a: str) -> None:
         subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=repo, check=True, capture_output=True
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *a],
+            cwd=repo,
+            check=True,
+            capture_output=True,
         )
 
     run("init", "-q")

@@ -1,0 +1,87 @@
+"""The JUnit XML report (``junit.xml``): one test case per metric and candidate.
+
+A regression is a ``<failure>``, an inconclusive metric is ``<skipped>``, and an
+infrastructure failure (a failed boot, an interrupted run) is an ``<error>`` in a test
+case of its own per variant, so a CI's test view shows what broke where.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from ..stats import Comparison, MetricComparison, Summary, Verdict
+from . import fmt
+
+
+def _details(comparison: Comparison, mc: MetricComparison) -> str:
+    return (
+        f"{fmt.metric_label(mc.metric)}: baseline median {fmt.value(mc.metric, mc.baseline_median)}"
+        f" ({mc.n_baseline} runs, {mc.boots_baseline} boots), candidate median"
+        f" {fmt.value(mc.metric, mc.candidate_median)} ({mc.n_candidate} runs,"
+        f" {mc.boots_candidate} boots); change {fmt.change(mc.ratio)},"
+        f" 95% CI {fmt.interval(mc.ci_low, mc.ci_high)}; p {fmt.pvalue(mc.p_value)}"
+        f" (design effect {'-' if mc.design_effect is None else f'{mc.design_effect:.2f}'}),"
+        f" Holm-adjusted {fmt.pvalue(mc.p_adjusted)}; {mc.verdict}: {mc.reason}"
+    )
+
+
+def _infra_case(parent: ET.Element, classname: str, s: Summary) -> bool:
+    case = ET.SubElement(
+        parent, "testcase", classname=classname, name=f"{s.variant}: boots and runs", time="0"
+    )
+    problems = list(s.boot_errors)
+    if s.status != "complete":
+        problems.append(
+            f"results {s.status}: {(s.interruption or {}).get('reason', 'no reason recorded')}"
+        )
+    if s.runs == 0:
+        problems.append("no completed run")
+    if problems:
+        ET.SubElement(case, "error", message=problems[0], type="infrastructure").text = "\n".join(
+            problems
+        )
+        return True
+    return False
+
+
+def render(comparison: Comparison) -> str:
+    """The JUnit XML document as text."""
+    root = ET.Element("testsuites", name=f"korch {comparison.experiment}")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for c in comparison.candidates:
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=f"{comparison.experiment}: {c.candidate} vs {comparison.baseline}",
+        )
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        classname = f"korch.{comparison.experiment}.{c.candidate}"
+        for s in (comparison.summary(comparison.baseline), comparison.summary(c.candidate)):
+            counts["tests"] += 1
+            counts["errors"] += _infra_case(suite, classname, s)
+        for mc in c.metrics:
+            counts["tests"] += 1
+            name = mc.metric + (" (headline)" if mc.family == "headline" else "")
+            case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+            text = _details(comparison, mc)
+            if mc.verdict == Verdict.REGRESSED:
+                counts["failures"] += 1
+                ET.SubElement(
+                    case,
+                    "failure",
+                    message=f"regressed: {fmt.change(mc.ratio)} ({mc.reason})",
+                    type="regression",
+                ).text = text
+            elif mc.verdict == Verdict.INCONCLUSIVE:
+                counts["skipped"] += 1
+                ET.SubElement(case, "skipped", message=f"inconclusive: {mc.reason}")
+                ET.SubElement(case, "system-out").text = text
+            else:
+                ET.SubElement(case, "system-out").text = text
+        for key, v in counts.items():
+            suite.set(key, str(v))
+            totals[key] += v
+    for key, v in totals.items():
+        root.set(key, str(v))
+    ET.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
