@@ -94,6 +94,7 @@ class WorkloadSpec:
     region_mb: int = 128
     busy_ms: int = 2
     procfile: str = "maps"
+    headline: str | None = None  # the metric whose verdict is the experiment's answer
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ class Experiment:
     workload: WorkloadSpec
     make_target: str = "bzImage"
     arch: str = "x86_64"
+    # settings to vary, each combination a cell compared on its own: ((key, values), ...)
+    # with keys from MATRIX_KEYS, e.g. (("vm.cpus", (2, 4)), ("workload.procfile", ("maps", "smaps")))
+    matrix: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -242,6 +246,14 @@ def _name(value: Any) -> str | None:
             "must be lower case letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     )
+
+
+def _known_metric(value: Any) -> str | None:
+    from .stats import METRIC_BY_KEY  # numpy and scipy: only when the key is used
+
+    if value in METRIC_BY_KEY:
+        return None
+    return f"must be a metric korch reports: {', '.join(METRIC_BY_KEY)}"
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -398,7 +410,7 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
         return WorkloadSpec()
     fields = {
         "name": False, "runs": False, "boots": False, "duration_s": False,
-        "region_mb": False, "busy_ms": False, "procfile": False,
+        "region_mb": False, "busy_ms": False, "procfile": False, "headline": False,
     }  # fmt: skip
     m = c.mapping(node, "workload", fields)
     if m is None:
@@ -422,7 +434,67 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
         )
     if "procfile" in m:
         kw["procfile"] = c.string(m["procfile"], "workload.procfile", _one_of("maps", "smaps"))
+    if "headline" in m:
+        kw["headline"] = c.string(m["headline"], "workload.headline", _known_metric)
     return WorkloadSpec(**{k: v for k, v in kw.items() if v is not None})
+
+
+# A matrix may vary what is decided at boot time (not what is built), so that every cell
+# reuses the same kernels; the values take the checks of the keys they stand for.
+MATRIX_KEYS: dict[str, tuple[tuple[type, ...], str, Callable[[Any], str | None] | None]] = {
+    "vm.cpus": ((int,), "an integer", _positive),
+    "vm.memory": (
+        (str,), "a string", lambda v: None if MEMORY_RE.match(v) else "must look like 512M or 2G",
+    ),
+    "workload.procfile": ((str,), "a string", _one_of("maps", "smaps")),
+    "workload.region_mb": ((int,), "an integer", _power_of_two),
+    "workload.busy_ms": ((int,), "a whole number of milliseconds", _positive),
+}  # fmt: skip
+MAX_MATRIX_JOBS = 256  # GitHub Actions runs at most this many jobs of one matrix
+
+
+def _section_matrix(
+    c: _Checker, node: yaml.Node | None, variants: int
+) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if node is None:
+        return ()
+    sections = {k.split(".")[0] for k in MATRIX_KEYS}
+    top = c.mapping(node, "matrix", {s: False for s in sorted(sections)})
+    if top is None:
+        return ()
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    for section, snode in top.items():
+        keys = {k.split(".")[1]: False for k in MATRIX_KEYS if k.startswith(section + ".")}
+        m = c.mapping(snode, f"matrix.{section}", keys)
+        for key, vnode in (m or {}).items():
+            full = f"{section}.{key}"
+            types, expected, check = MATRIX_KEYS[full]
+            if not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
+                c.problem(
+                    vnode, f"matrix.{full}", f"expected a non-empty list, got {c.kind_of(vnode)}"
+                )
+                continue
+            values = [
+                c.scalar(item, f"matrix.{full}[{i}]", types, expected, check)
+                for i, item in enumerate(vnode.value)
+            ]
+            if any(v is None for v in values):
+                continue
+            if len(set(values)) != len(values):
+                c.problem(vnode, f"matrix.{full}", "a value is listed twice")
+                continue
+            out.append((full, tuple(values)))
+    cells = 1
+    for _, chosen in out:
+        cells *= len(chosen)
+    if cells * max(variants, 1) > MAX_MATRIX_JOBS:
+        c.problem(
+            node,
+            "matrix",
+            f"{cells} cells x {variants} variants = {cells * variants} jobs; a GitHub Actions"
+            f" matrix runs at most {MAX_MATRIX_JOBS}",
+        )
+    return tuple(out)
 
 
 KCONFIG_BASES = ("tinyconfig", "defconfig", "allnoconfig")
@@ -470,7 +542,7 @@ def loads(text: str, path: Path) -> Experiment:
         "",
         {
             "schema": True, "name": True, "kernel": True, "variants": True, "baseline": False,
-            "vm": False, "workload": False,
+            "vm": False, "workload": False, "matrix": False,
         },
     )  # fmt: skip
     if top is None:
@@ -579,6 +651,7 @@ def loads(text: str, path: Path) -> Experiment:
 
     vm = _section_vm(c, top.get("vm"))
     workload = _section_workload(c, top.get("workload"))
+    matrix = _section_matrix(c, top.get("matrix"), len(variants))
     if c.problems or source is None or name is None:
         raise ConfigError(c.problems or [f"{path}: incomplete experiment"])
     return Experiment(
@@ -593,6 +666,7 @@ def loads(text: str, path: Path) -> Experiment:
         workload=workload,
         make_target=make_target,
         arch=arch,
+        matrix=matrix,
     )
 
 

@@ -90,6 +90,19 @@ def resolve(ref: str) -> Fragment:
     return load_fragment(path, ref)
 
 
+def affects_kconfig(path: str) -> bool:
+    """Whether a changed file can change what Kconfig produces: Kconfig files, the kconfig
+    tools and scripts it calls, stock configs and fragments, and the top Makefile."""
+    name = path.rsplit("/", 1)[-1]
+    return (
+        name.startswith("Kconfig")
+        or path.startswith("scripts/")
+        or "/configs/" in path
+        or path.endswith(".config")
+        or path == "Makefile"
+    )
+
+
 def dropped_symbols(final: Mapping[str, str], fragments: list[Fragment]) -> list[str]:
     """One line per fragment symbol whose value did not survive into ``final``."""
     problems = []

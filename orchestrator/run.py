@@ -9,15 +9,22 @@ The run directory holds everything a later stage, a CI job or a person needs::
     RUNDIR/boot/<variant>-<n>/      console.log, qemu.log, qemu-argv.txt
     RUNDIR/results/<variant>.json   every run (see :mod:`orchestrator.results`)
     RUNDIR/aa/...                   the same for an A/A run (``--aa``)
+    RUNDIR/cells/<cell>/...         a matrix cell's run (:mod:`orchestrator.stages`)
 
 Results files are rewritten atomically after every run, so an interruption (Ctrl-C,
 SIGTERM, a guest that died) keeps every completed run; the file is then marked
 ``interrupted`` with the failing boot, and ``korch run --resume RUNDIR`` completes what is
 missing with the same plan.
+
+``korch run`` is the stages one after another on one machine (:meth:`Runner.prepare`, then
+:meth:`Runner.build_kernels`, :meth:`Runner.bench`, then the report); ``korch plan``,
+``korch build --resume``, ``korch bench`` and ``korch report`` run them one at a time, so CI
+jobs can hand the run directory on (see :mod:`orchestrator.stages`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -34,7 +41,7 @@ from typing import Any
 from . import __version__, build, image, process, vm
 from .config import Experiment
 from .errors import KorchError, UserError
-from .fsutil import atomic_write, cache_root, write_json
+from .fsutil import atomic_write, cache_root, sha256_file, stable_hash, write_json
 from .results import ResultsFile
 from .workloads.maps_contention import driver
 from .workloads.maps_contention.binaries import compile_workload
@@ -67,6 +74,7 @@ class Plan:
     accel: str
     seed: int
     aa: bool
+    headline: str | None = None
 
     def workload(self) -> dict[str, Any]:
         return {
@@ -77,6 +85,7 @@ class Plan:
             "region_mb": self.region_mb,
             "busy_ms": self.busy_ms,
             "procfile": self.procfile,
+            **({"headline": self.headline} if self.headline else {}),
         }
 
     def schedule(self) -> list[tuple[str, int]]:
@@ -139,6 +148,7 @@ def make_plan(
         accel=accel or exp.vm.accel,
         seed=1,
         aa=aa,
+        headline=w.headline,
     )
 
 
@@ -156,9 +166,27 @@ class RunDir:
     def results(self, side: str) -> Path:
         return self.base / "results" / f"{side}.json"
 
+    def info(self) -> dict[str, Any]:
+        """run.json: the plan, the reproduce command, when it was made, the run id."""
+        if not self.plan.exists():
+            raise UserError(
+                f"{self.root} holds no korch run ({self.plan} is missing)",
+                hint="give the RUNDIR that 'korch run' or 'korch plan' wrote",
+            )
+        obj: dict[str, Any] = json.loads(self.plan.read_text())
+        obj.setdefault("run_id", run_id(obj))
+        return obj
+
     def boot(self, side: str, n: int, attempt: int) -> Path:
         suffix = f".{attempt}" if attempt > 1 else ""
         return self.base / "boot" / f"{side}-{n}{suffix}"
+
+
+def run_id(info: dict[str, Any]) -> str:
+    """A run's stable id: its plan and the moment it was planned. Every copy of the run
+    directory (CI artifacts, the cells of a matrix) carries the same id, which the history
+    store uses to add a night once."""
+    return stable_hash({"created": info.get("created"), "plan": info.get("plan")})[:16]
 
 
 def host_facts() -> dict[str, Any]:
@@ -226,7 +254,9 @@ class Runner:
 
     # -- stages ----------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self, extra: dict[str, Any] | None = None) -> None:
+        """The plan stage: write run.json (the plan, ``extra`` keys) and experiment.yaml.
+        A run directory that already holds the same plan is left as it is."""
         self.dirs.base.mkdir(parents=True, exist_ok=True)
         if self.dirs.plan.exists():
             saved = json.loads(self.dirs.plan.read_text())["plan"]
@@ -237,23 +267,52 @@ class Runner:
                     hint="use --resume RUNDIR to complete it, or choose another --out",
                 )
         else:
-            write_json(
-                self.dirs.plan,
-                {"plan": asdict(self.plan), "reproduce": self.reproduce, "created": now()},
-            )
+            info: dict[str, Any] = {
+                "plan": asdict(self.plan),
+                "reproduce": self.reproduce,
+                "created": now(),
+            }
+            if Path(self.exp.path).is_file():
+                info["experiment_sha256"] = sha256_file(Path(self.exp.path))
+            info["run_id"] = run_id(info)
+            write_json(self.dirs.plan, {**info, **(extra or {})})
         copy = self.dirs.root / "experiment.yaml"
         if not copy.exists() and Path(self.exp.path).is_file():
             atomic_write(copy, Path(self.exp.path).read_text())
 
-    def build_kernels(self) -> dict[str, build.Build]:
+    def kernel_names(self, only: list[str] | None = None) -> list[str]:
+        """The variants whose kernels the plan boots (``only`` narrows them), in file order."""
+        needed = set(self.plan.kernels.values())
+        for name in only or []:
+            if name not in needed:
+                raise UserError(
+                    f"the plan in {self.dirs.root} boots no kernel of variant {name!r}",
+                    hint=f"its kernels: {', '.join(sorted(needed))}",
+                )
+        order = [v.name for v in self.exp.variants]
+        return sorted(set(only) if only else needed, key=order.index)
+
+    def build_kernels(
+        self, only: list[str] | None = None, use_ccache: bool = True
+    ) -> dict[str, build.Build]:
+        """The build stage: build the plan's kernels and copy them to RUNDIR/build/."""
         start = time.monotonic()
-        names = sorted(
-            set(self.plan.kernels.values()), key=[v.name for v in self.exp.variants].index
-        )
-        builds = build.Builder(self.exp, self.cache, self.progress).build_all(names)
+        builder = build.Builder(self.exp, self.cache, self.progress, use_ccache=use_ccache)
+        builds = builder.build_all(self.kernel_names(only))
         build.export(builds, self.dirs.root)
         self.timings["build"] = time.monotonic() - start
         return builds
+
+    def exported_kernels(
+        self, sides: tuple[str, ...], build_dir: Path | None = None
+    ) -> dict[str, build.Build]:
+        """The kernels ``sides`` boot, as the build stage left them in ``build_dir``
+        (default RUNDIR/build): what a bench job on another machine has."""
+        base = build_dir or self.dirs.root / "build"
+        return {
+            k: build.load_exported(base / k)
+            for k in dict.fromkeys(self.plan.kernels[s] for s in sides)
+        }
 
     def guest_image(self) -> image.GuestImage:
         start = time.monotonic()
@@ -265,11 +324,11 @@ class Runner:
         return img
 
     def environment(
-        self, builds: dict[str, build.Build], img: image.GuestImage
+        self, builds: dict[str, build.Build], img: image.GuestImage, side: str | None = None
     ) -> vm.AccelDecision:
         env_file = self.dirs.base / "env.json"
         cfg = self.vm_config()
-        first = builds[self.plan.kernels[self.plan.variants[0]]]
+        first = builds[self.plan.kernels[side or self.plan.variants[0]]]
         self.progress.stage("(accel)", f"deciding the accelerator ({self.plan.accel})")
         decision = vm.choose_accel(
             self.plan.accel, first.bzimage, img, cfg, workdir=self.dirs.base / "boot" / "kvm-probe"
@@ -331,9 +390,21 @@ class Runner:
                 "korch_version": __version__,
                 "reproduce": self.reproduce,
                 "workload": self.plan.workload(),
+                **self.run_identity(),
             }
         )
         return res
+
+    def run_identity(self) -> dict[str, Any]:
+        """``run_id``, ``planned_at`` and, in a matrix, ``cell`` (id and settings): what
+        the history store needs to file the results under their run."""
+        if not self.dirs.plan.exists():
+            return {}
+        info = self.dirs.info()
+        out: dict[str, Any] = {"run_id": info["run_id"], "planned_at": info.get("created")}
+        if info.get("cell"):
+            out["cell"] = info["cell"]
+        return out
 
     @staticmethod
     def runs_done(res: ResultsFile, boot_id: str) -> int:
@@ -342,15 +413,25 @@ class Runner:
     # -- the main loop ---------------------------------------------------------------------
 
     def execute(self) -> dict[str, ResultsFile]:
-        """Run every missing boot of the plan; return the results per side."""
+        """Plan, build, then run every missing boot of the plan; the results per side."""
         self.prepare()
-        builds = self.build_kernels()
+        return self.bench(self.build_kernels())
+
+    def bench(
+        self, builds: dict[str, build.Build], sides: tuple[str, ...] | None = None
+    ) -> dict[str, ResultsFile]:
+        """The bench stage: boot ``sides`` (default: every side, interleaved A B A B) with
+        the kernels ``builds``, run every missing run; return those sides' results."""
+        sides = sides or self.plan.variants
+        unknown = [s for s in sides if s not in self.plan.variants]
+        if unknown:
+            raise UserError(
+                f"the plan in {self.dirs.root} has no variant {', '.join(map(repr, unknown))}",
+                hint=f"its variants: {', '.join(self.plan.variants)}",
+            )
         img = self.guest_image()
-        decision = self.environment(builds, img)
-        results = {
-            side: self.results_for(side, builds[self.plan.kernels[side]])
-            for side in self.plan.variants
-        }
+        decision = self.environment(builds, img, sides[0])
+        results = {side: self.results_for(side, builds[self.plan.kernels[side]]) for side in sides}
         for res in results.values():
             res.status, res.interruption = "running", None
             res.save(self.dirs.results(res.variant))
@@ -359,6 +440,8 @@ class Runner:
         try:
             with sigterm_as_interrupt():
                 for side, n in self.plan.schedule():
+                    if side not in results:
+                        continue
                     res = results[side]
                     boot_id = f"{side}-{n}"
                     if self.runs_done(res, boot_id) >= self.plan.runs:
@@ -468,16 +551,51 @@ class Runner:
 
 def load_plan(rundir: Path, aa: bool = False) -> tuple[Plan, str]:
     """The plan and reproduce command saved in a run directory (for ``--resume``)."""
-    path = RunDir(rundir, aa).plan
-    if not path.exists():
-        raise UserError(
-            f"{rundir} holds no korch run ({path} is missing)",
-            hint="give the RUNDIR that 'korch run' printed",
-        )
-    obj = json.loads(path.read_text())
-    saved = obj["plan"]
+    obj = RunDir(rundir, aa).info()
+    saved = dict(obj["plan"])
     saved["variants"] = tuple(saved["variants"])
     return Plan(**saved), obj.get("reproduce", "")
+
+
+def load_experiment(rundir: Path, plan: Plan, aa: bool = False) -> Experiment:
+    """The experiment a saved plan was made from, for the build stage.
+
+    The experiment file named in the plan, when it is still there and unchanged; else the
+    embedded default experiment when the plan was made from it (a CI job with korch
+    installed elsewhere). The copy in RUNDIR/experiment.yaml is not enough to build: the
+    patches it names are relative to the original file.
+    """
+    from . import config
+
+    recorded = RunDir(rundir, aa).info().get("experiment_sha256")
+    exp_file = Path(plan.experiment_file)
+    if exp_file.is_file():
+        if recorded and sha256_file(exp_file) != recorded:
+            raise UserError(
+                f"{exp_file} changed since the run in {rundir} was planned",
+                hint=f"the planned version is in {rundir / 'experiment.yaml'}; plan again to use the new one",
+            )
+        return config.load(exp_file)
+    default = config.default_experiment_path()
+    if recorded and sha256_file(default) == recorded:
+        return config.load_default()
+    raise UserError(
+        f"the run's experiment file {exp_file} is gone",
+        hint=f"a copy is in {rundir / 'experiment.yaml'}; run from the checkout that planned the run",
+    )
+
+
+def load_bench_experiment(rundir: Path, plan: Plan, aa: bool = False) -> Experiment:
+    """The experiment for booting only: the original file if present, else RUNDIR's copy
+    (booting needs its vm settings, never its patches)."""
+    from . import config
+
+    with contextlib.suppress(UserError):
+        return load_experiment(rundir, plan, aa)
+    copy = rundir / "experiment.yaml"
+    if not copy.is_file():
+        raise UserError(f"{rundir}: experiment.yaml is missing", hint="plan the run again")
+    return config.load(copy)
 
 
 def default_rundir(exp: Experiment, aa: bool) -> Path:
@@ -511,13 +629,7 @@ def plan_from_args(args: Any, argv: list[str]) -> tuple[Experiment, Plan, Path, 
                 f"--resume takes the settings saved in {rundir}; drop {', '.join('--' + o if o != 'experiment' else 'EXPERIMENT' for o in overrides)}"
             )
         plan, reproduce = load_plan(rundir, args.aa)
-        exp_file = Path(plan.experiment_file)
-        if not exp_file.is_file():
-            raise UserError(
-                f"the run's experiment file {exp_file} is gone",
-                hint=f"a copy is in {rundir / 'experiment.yaml'}",
-            )
-        return config.load(exp_file), plan, rundir, reproduce
+        return load_experiment(rundir, plan, args.aa), plan, rundir, reproduce
     exp = config.load(Path(args.experiment)) if args.experiment else config.load_default()
     plan = make_plan(
         exp,

@@ -69,3 +69,21 @@ def test_shipped_fragments_are_listed_and_resolve() -> None:
     assert kconfig.resolve("maps-contention").symbols["CONFIG_PER_VMA_LOCK"] == "y"
     with pytest.raises(UserError, match=r"known fragments: .*qemu-guest"):
         kconfig.resolve("no-such-fragment")
+
+
+@pytest.mark.parametrize(
+    ("path", "affects"),
+    [
+        ("fs/proc/task_mmu.c", False),
+        ("include/linux/mmap_lock.h", False),
+        ("mm/Kconfig", True),
+        ("arch/x86/Kconfig.cpu", True),
+        ("scripts/kconfig/merge_config.sh", True),
+        ("arch/x86/configs/x86_64_defconfig", True),
+        ("kernel/configs/tiny.config", True),
+        ("Makefile", True),
+        ("fs/proc/Makefile", False),
+    ],
+)
+def test_which_changes_affect_kconfig(path: str, affects: bool) -> None:
+    assert kconfig.affects_kconfig(path) is affects
