@@ -94,12 +94,14 @@ def main() -> int:
             [str(korch), "build"], env=env, capture_output=True, text=True, check=True
         )
         warm = time.monotonic() - t0
-        rows = [line for line in out.stdout.splitlines() if line.split()[:1] in ([first], [second])]
-        compilers = (
-            "no"
-            if len(rows) == 2 and all(line.rstrip().endswith("cached") for line in rows)
-            else "SOME"
-        )
+        # table columns: variant, kernel, objects compiled, build, bzImage
+        rows = [
+            line.split()
+            for line in out.stdout.splitlines()
+            if line.split()[:1] in ([first], [second])
+        ]
+        quiet = len(rows) == 2 and all(r[2] == "0" and r[3] == "cached" for r in rows)
+        compilers = "no" if quiet else "SOME"
 
         print()
         print(
