@@ -183,16 +183,7 @@ class GitStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{wt.path.name}.", dir=wt.path.parent))
         idx = tmp.with_name(tmp.name + ".index")
         try:
-            env = {"GIT_WORK_TREE": str(tmp), "GIT_INDEX_FILE": str(idx)}
-            self.git(
-                "read-tree",
-                "-u",
-                "--reset",
-                commit,
-                env=env,
-                cwd=tmp,
-                what=f"checking out {commit[:12]}",
-            )
+            self._checkout_all(tmp, idx, commit)
             return self.adopt_worktree(tmp, idx, tree_id, commit)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -218,16 +209,21 @@ class GitStore:
                 what=f"switching {wt.path} to {commit[:12]}",
             )
         else:
-            self.git(
-                "read-tree",
-                "-u",
-                "--reset",
-                commit,
-                env=env,
-                cwd=wt.path,
-                what=f"checking out {commit[:12]}",
-            )
+            self._checkout_all(wt.path, wt.index, commit)
         atomic_write(wt.head_file, commit + "\n")
+
+    def _checkout_all(self, directory: Path, index: Path, commit: str) -> None:
+        """Write every file of ``commit`` into ``directory`` (no earlier state to merge from)."""
+        env = {"GIT_WORK_TREE": str(directory), "GIT_INDEX_FILE": str(index)}
+        self.git(
+            "read-tree",
+            "-u",
+            "--reset",
+            commit,
+            env=env,
+            cwd=directory,
+            what=f"checking out {commit[:12]}",
+        )
 
     @contextlib.contextmanager
     def temp_index(self, commit: str) -> Iterator[dict[str, str]]:
