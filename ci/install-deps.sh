@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install the system packages korch needs (ci/debian-packages.txt). Run as root or with sudo.
+# Install the system packages korch needs (ci/debian-packages.txt, or the list given as the
+# only argument, e.g. ci/guest-packages.txt on a CI job that only boots kernels). Run as root
+# or with sudo.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/debian-packages.txt")
+list=${1:-$here/debian-packages.txt}
+mapfile -t pkgs < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$list")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -103,6 +103,11 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", metavar="RUNDIR", help="also copy the artifacts to RUNDIR/build/<variant>/"
     )
+    p.add_argument(
+        "--resume",
+        metavar="RUNDIR",
+        help="build the kernels planned in RUNDIR (korch plan) into RUNDIR/build/ (the build stage)",
+    )
     p.add_argument("--no-ccache", action="store_true", help="compile without ccache")
 
 
@@ -111,10 +116,22 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     from . import build
     from .ui import progress_for
 
-    exp = load_experiment(args.experiment)
+    if args.resume and (args.experiment or args.out):
+        raise errors.UserError(
+            "--resume RUNDIR builds the run's own experiment into RUNDIR/build/;"
+            " drop EXPERIMENT and --out"
+        )
     with progress_for(console) as progress:
-        builder = build.Builder(exp, cache_root(), progress, use_ccache=not args.no_ccache)
-        results = builder.build_all(args.variant)
+        if args.resume:
+            from . import stages
+
+            results = stages.build_stage(
+                Path(args.resume), args.variant, progress, use_ccache=not args.no_ccache
+            )
+        else:
+            exp = load_experiment(args.experiment)
+            builder = build.Builder(exp, cache_root(), progress, use_ccache=not args.no_ccache)
+            results = builder.build_all(args.variant)
     table = Table("variant", "kernel", "objects compiled", "build", "bzImage", box=None)
     for name, b in results.items():
         took = "cached" if b.cached else f"{b.metadata['durations_s']['build']:.1f}s"
@@ -124,14 +141,15 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     if args.out:
         build.export(results, Path(args.out))
-        console.print(f"artifacts copied to {Path(args.out) / 'build'}")
+    if args.out or args.resume:
+        console.print(f"artifacts copied to {Path(args.out or args.resume) / 'build'}")
     return errors.EXIT_OK
 
 
 # ---------------------------------------------------------------- run
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
+def _plan_options(p: argparse.ArgumentParser) -> None:
     _experiment_arg(p)
     p.add_argument("--runs", type=int, metavar="N", help="runs per boot (overrides workload.runs)")
     p.add_argument(
@@ -152,6 +170,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="override vm.accel")
     p.add_argument(
         "--out", metavar="RUNDIR", help="run directory (default: runs/<experiment>-<timestamp>)"
+    )
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _plan_options(p)
+    p.add_argument(
+        "--matrix",
+        action="store_true",
+        help="run the CI workflow's jobs one after another here: plan, a build per kernel,"
+        " a bench per matrix cell and variant (not interleaved), one report per cell",
     )
     p.add_argument(
         "--resume",
@@ -175,7 +203,115 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from . import run
 
+    if args.matrix:
+        from . import stages
+
+        return stages.run_matrix(args, console)
     return run.main(args, console)
+
+
+# ---------------------------------------------------------------- stages: plan, bench, matrix
+
+
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    _plan_options(p)
+
+
+@command(
+    "plan",
+    "write a run directory's plan (run.json), the first stage of a CI workflow",
+    _plan_args,
+)
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from . import run, stages
+
+    if not args.out:
+        raise errors.UserError("korch plan needs --out RUNDIR: the directory the jobs hand on")
+    exp = load_experiment(args.experiment)
+    plan = run.make_plan(
+        exp,
+        runs=args.runs,
+        boots=args.boots,
+        duration_s=args.duration,
+        variants=args.variant,
+        accel=args.accel,
+    )
+    rundir = Path(args.out)
+    cell_list = stages.plan_stage(exp, plan, rundir, stages.stage_reproduce(args.argv))
+    console.print(
+        f"{rundir}: plan of {plan.experiment}: variants {', '.join(plan.variants)},"
+        f" {plan.boots} boot(s) x {plan.runs} run(s) of {plan.duration_s:g} s each"
+        + (f"; {len(cell_list)} matrix cells" if len(cell_list) > 1 else "")
+    )
+    return errors.EXIT_OK
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rundir", metavar="RUNDIR", help="a run directory with its kernels in build/")
+    p.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME",
+        help="boot only this variant (repeatable; default: every variant, interleaved)",
+    )
+    p.add_argument("--cell", metavar="CELL", help="the matrix cell to run (see korch matrix)")
+
+
+@command(
+    "bench",
+    "boot the kernels in RUNDIR/build and run the workload (the bench stage)",
+    _bench_args,
+)
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from . import stages
+    from .run import RunDir
+    from .ui import progress_for
+
+    rundir = Path(args.rundir)
+    with progress_for(console) as progress:
+        results = stages.bench_stage(rundir, args.variant, args.cell, progress)
+    where = stages.find_cell(rundir, args.cell).dir(rundir)
+    for side, res in results.items():
+        console.print(f"{side}: {len(res.runs)} runs -> {RunDir(where).results(side)}")
+    console.print(f"next: korch report {where} (with the other variants' results)")
+    return errors.EXIT_OK
+
+
+def _matrix_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "source",
+        nargs="?",
+        metavar="EXPERIMENT|RUNDIR",
+        help="an experiment file (default: the embedded one) or a run directory from korch plan",
+    )
+    p.add_argument(
+        "--stage",
+        choices=("bench", "build"),
+        default="bench",
+        help="bench: one entry per variant and matrix cell (default); build: one per kernel",
+    )
+
+
+@command(
+    "matrix",
+    "print the jobs of a run as JSON for a GitHub Actions strategy.matrix (fromJSON)",
+    _matrix_args,
+)
+def cmd_matrix(args: argparse.Namespace, console: Console) -> int:
+    from . import run, stages
+
+    source = Path(args.source) if args.source else None
+    if source is not None and source.is_dir():
+        plan, _ = run.load_plan(source)
+        exp = run.load_bench_experiment(source, plan)
+        cell_list = stages.planned_cells(source)
+    else:
+        exp = load_experiment(args.source)
+        plan = run.make_plan(exp)
+        cell_list = stages.cells(exp)
+    matrix = stages.github_matrix(exp, plan, cell_list, args.stage)
+    print(stages.matrix_to_json(matrix))
+    return errors.EXIT_OK
 
 
 # ---------------------------------------------------------------- boot
@@ -319,15 +455,10 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     import shlex
 
-    from . import report, stats
+    from . import report, stages, stats
 
-    results, rundir = report.load_results([Path(p) for p in args.inputs])
-    out = Path(args.out) if args.out else rundir
-    if out is None:
-        raise errors.UserError(
-            "the results come from several run directories; where should the reports go?",
-            hint="name an output directory with --out",
-        )
+    inputs = [Path(p) for p in args.inputs]
+    rundir = inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else None
     options = report.ReportOptions(
         stats=stats.StatsOptions(
             alpha=args.alpha,
@@ -343,12 +474,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         report_command=shlex.join(["korch", "report", *args.inputs]),
         source_dir=rundir,
     )
-    comparison = report.write_reports(out, results, options)
-    if args.github_summary:
-        report.append_step_summary(comparison)
+    code, dirs = stages.report_stage(
+        inputs,
+        Path(args.out) if args.out else None,
+        options,
+        args.fail_on,
+        github_summary=args.github_summary,
+    )
     written = ", ".join(report.OUTPUTS[f] for f in options.formats)
-    console.print(f"\nreports written to {out}: {written}")
-    return report.exit_code(comparison, args.fail_on)
+    console.print(f"\nreports written to {', '.join(map(str, dirs))}: {written}")
+    return code
 
 
 def _import_published_args(p: argparse.ArgumentParser) -> None:
@@ -372,6 +507,127 @@ def cmd_import_published(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(f"next: korch report {args.out}")
     return errors.EXIT_OK
+
+
+# ---------------------------------------------------------------- history
+
+
+def _history_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        metavar="PATH",
+        help="the store (default: $KORCH_HISTORY, else $XDG_DATA_HOME/korch/history.sqlite,"
+        " else ~/.local/share/korch/history.sqlite)",
+    )
+    sub = p.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    add = sub.add_parser("add", help="file a run's results under its run id (repeating is a no-op)")
+    add.add_argument(
+        "inputs", nargs="+", metavar="RUNDIR|RESULTS", help="run directories or results files"
+    )
+    show = sub.add_parser("show", help="the trend of each metric per variant")
+    check = sub.add_parser(
+        "check", help="the newest night against the nights before it; exit 1 on a regression"
+    )
+    for q in (show, check):
+        q.add_argument("--experiment", metavar="NAME", help="default: the newest night's")
+        q.add_argument(
+            "--nights",
+            type=int,
+            default=7,
+            metavar="N",
+            help="compare with up to N earlier comparable nights (default 7)",
+        )
+    show.add_argument(
+        "--metric", action="append", metavar="KEY", help="default: the headline metric and mean_ms"
+    )
+    show.add_argument("--html", metavar="FILE", help="also write trend charts to FILE")
+    check.add_argument(
+        "--min-nights",
+        type=int,
+        default=3,
+        metavar="N",
+        help="fewer comparable earlier nights is inconclusive (default 3)",
+    )
+    check.add_argument(
+        "--headline", metavar="METRIC", help="default: the experiment's, else max_ms"
+    )
+    check.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level (default 0.05)"
+    )
+    check.add_argument(
+        "--min-effect",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
+        help="smallest change of the median counted as a change (default 0.05)",
+    )
+    check.add_argument(
+        "--min-runs", type=int, default=5, metavar="N", help="fewer runs is inconclusive"
+    )
+    check.add_argument("--fail-on", choices=FAIL_ON, default="regression")
+    check.add_argument("--json", metavar="FILE", help="also write the outcome as JSON")
+    export = sub.add_parser("export", help="write the whole store as JSON")
+    export.add_argument("--out", metavar="FILE", help="default: standard output")
+
+
+@command("history", "nightly history: add a run, show trends, check for regressions", _history_args)
+def cmd_history(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from . import history
+    from .fsutil import atomic_write
+
+    db = Path(args.db) if args.db else None
+    action = args.history_command
+    if action == "add":
+        sides = history.load_sides([Path(p) for p in args.inputs])
+        with history.open_store(db) as store:
+            outcomes = store.add(sides, source=" ".join(args.inputs))
+        for o in outcomes:
+            state = "new night" if o.new_night else "known night"
+            console.print(
+                f"{store.path}: run {o.run_id} ({state}): added {', '.join(o.added) or 'nothing'}"
+                + (f"; already there: {', '.join(o.present)}" if o.present else "")
+                + f" ({o.values} values)"
+            )
+        return errors.EXIT_OK
+    with history.open_store(db, create=False) as store:
+        if action == "export":
+            text = json.dumps(store.export(), indent=2, sort_keys=True) + "\n"
+            if args.out:
+                atomic_write(Path(args.out), text)
+            else:
+                print(text, end="")
+            return errors.EXIT_OK
+        from .report import trend
+
+        if action == "show":
+            experiment, nights, trends = history.trends(store, args.experiment, args.metric)
+            trend.render_trends(experiment, nights, trends, console, args.nights)
+            if args.html:
+                atomic_write(
+                    Path(args.html), trend.render_html(experiment, nights, trends), mode=0o644
+                )
+                console.print(f"trend charts written to {args.html}")
+            return errors.EXIT_OK
+        from . import stats
+
+        result = history.check(
+            store,
+            experiment=args.experiment,
+            nights=args.nights,
+            min_nights=args.min_nights,
+            options=stats.StatsOptions(
+                alpha=args.alpha,
+                min_effect=args.min_effect,
+                min_runs=args.min_runs,
+                headline=args.headline,
+            ),
+        )
+    trend.render_check(result, console)
+    if args.json:
+        atomic_write(Path(args.json), json.dumps(result.to_json(), indent=2) + "\n", mode=0o644)
+    return result.exit_code(args.fail_on)
 
 
 # ---------------------------------------------------------------- main
