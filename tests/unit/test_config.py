@@ -149,4 +149,6 @@ def test_headline_must_be_a_known_metric(tmp_path: Path) -> None:
     exp = load(tmp_path, GOOD.replace("region_mb: 64}", "region_mb: 64, headline: above_1ms}"))
     assert exp.workload.headline == "above_1ms"
     (p,) = problems(tmp_path, GOOD.replace("region_mb: 64}", "region_mb: 64, headline: fastest}"))
-    assert "workload.headline: must be a metric korch reports: max_ms" in p and "(got 'fastest')" in p
+    assert (
+        "workload.headline: must be a metric korch reports: max_ms" in p and "(got 'fastest')" in p
+    )
