@@ -249,7 +249,7 @@ def _name(value: Any) -> str | None:
 
 
 def _known_metric(value: Any) -> str | None:
-    from .stats import METRIC_BY_KEY  # numpy and scipy: only when the key is used
+    from .metrics import METRIC_BY_KEY
 
     if value in METRIC_BY_KEY:
         return None

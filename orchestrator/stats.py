@@ -61,6 +61,7 @@ from scipy.stats import mannwhitneyu, norm, rankdata
 from scipy.stats import t as student_t
 
 from .errors import UserError
+from .metrics import METRIC_BY_KEY, METRICS, TAIL_THRESHOLDS_MS, Metric, metric, tail_key
 from .results import ResultsFile
 from .workloads.maps_contention.histogram import (
     MIN_NS,
@@ -74,7 +75,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 DEFAULT_HEADLINE = "max_ms"
-TAIL_THRESHOLDS_MS = (0.5, 1.0, 2.0)
 RUN_MAX_THRESHOLDS_MS = (0.5, 1.0)
 OP_PERCENTILES = (("p50", "50"), ("p99", "99"), ("p99.9", "99.9"))
 
@@ -86,72 +86,6 @@ class Verdict(StrEnum):
     REGRESSED = "regressed"
     NO_CHANGE = "no significant change"
     INCONCLUSIVE = "inconclusive"
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A per-run figure: how to label it, which way is better, how to show it."""
-
-    key: str
-    label: str
-    unit: str
-    better: str  # "lower" or "higher"
-    digits: int
-    needs_histogram: bool
-    description: str
-
-
-def _tail_key(kind: str, ms: float) -> str:
-    amount = f"{int(ms * 1000)}us" if ms < 1 else f"{ms:g}ms"
-    return f"above_{amount}" if kind == "all" else f"{kind}_above_{amount}"
-
-
-def _tail_metrics() -> list[Metric]:
-    out = []
-    for kind in ("all", "map", "unmap"):
-        for ms in TAIL_THRESHOLDS_MS:
-            what = "operations" if kind == "all" else f"{kind} operations"
-            out.append(
-                Metric(
-                    key=_tail_key(kind, ms),
-                    label=f"{what} ≥ {ms:g} ms",
-                    unit="‰",
-                    better="lower",
-                    digits=2,
-                    needs_histogram=True,
-                    description=f"per run, share of {what} taking {ms:g} ms or more, per mille",
-                )
-            )
-    return out
-
-
-METRICS: tuple[Metric, ...] = (
-    Metric("max_ms", "per-run maximum", "ms", "lower", 3, False,
-           "per run, the slowest map or unmap (the published test's headline)"),
-    Metric("mean_ms", "per-run mean", "ms", "lower", 4, False,
-           "per run, the mean latency of all operations"),
-    Metric("ops_per_s", "operations per second", "ops/s", "higher", 0, True,
-           "per run, maps plus unmaps over the measured time"),
-    Metric("p50_ms", "per-run p50", "ms", "lower", 4, True,
-           "per run, the median operation (bucket upper bound)"),
-    Metric("p99_ms", "per-run p99", "ms", "lower", 3, True,
-           "per run, the 99th percentile operation (bucket upper bound)"),
-    Metric("p999_ms", "per-run p99.9", "ms", "lower", 3, True,
-           "per run, the 99.9th percentile operation (bucket upper bound)"),
-    *_tail_metrics(),
-)  # fmt: skip
-METRIC_BY_KEY: Mapping[str, Metric] = {m.key: m for m in METRICS}
-
-
-def metric(key: str) -> Metric:
-    """The metric named ``key``; :class:`UserError` listing the known names otherwise."""
-    try:
-        return METRIC_BY_KEY[key]
-    except KeyError:
-        raise UserError(
-            f"no metric named '{key}'",
-            hint="known metrics: " + ", ".join(METRIC_BY_KEY),
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -388,7 +322,7 @@ def extract(results: ResultsFile) -> VariantData:
             values[name] = np.where(has, row / 1e6, np.nan)
         for kind, rows in (("all", both), ("map", hist_map), ("unmap", hist_unmap)):
             for ms in TAIL_THRESHOLDS_MS:
-                values[_tail_key(kind, ms)] = np.where(
+                values[tail_key(kind, ms)] = np.where(
                     has, share_above_rows(rows, ms * 1e6) * 1000, np.nan
                 )
     for m in METRICS:
