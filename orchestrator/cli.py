@@ -228,14 +228,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     if not args.out:
         raise errors.UserError("korch plan needs --out RUNDIR: the directory the jobs hand on")
     exp = load_experiment(args.experiment)
-    plan = run.make_plan(
-        exp,
-        runs=args.runs,
-        boots=args.boots,
-        duration_s=args.duration,
-        variants=args.variant,
-        accel=args.accel,
-    )
+    plan = run.plan_for_args(exp, args)
     rundir = Path(args.out)
     cell_list = stages.plan_stage(exp, plan, rundir, stages.stage_reproduce(args.argv))
     console.print(

@@ -613,6 +613,19 @@ def with_overrides(plan: Plan, **kw: Any) -> Plan:
 # ---------------------------------------------------------------- command line
 
 
+def plan_for_args(exp: Experiment, args: Any) -> Plan:
+    """The plan for ``exp`` with the overrides of ``korch run`` or ``korch plan`` applied."""
+    return make_plan(
+        exp,
+        runs=args.runs,
+        boots=args.boots,
+        duration_s=args.duration,
+        variants=args.variant,
+        accel=args.accel,
+        aa=getattr(args, "aa", False),
+    )
+
+
 def plan_from_args(args: Any, argv: list[str]) -> tuple[Experiment, Plan, Path, str]:
     """Resolve the experiment, plan and run directory from ``korch run`` arguments."""
     from . import config
@@ -631,15 +644,7 @@ def plan_from_args(args: Any, argv: list[str]) -> tuple[Experiment, Plan, Path, 
         plan, reproduce = load_plan(rundir, args.aa)
         return load_experiment(rundir, plan, args.aa), plan, rundir, reproduce
     exp = config.load(Path(args.experiment)) if args.experiment else config.load_default()
-    plan = make_plan(
-        exp,
-        runs=args.runs,
-        boots=args.boots,
-        duration_s=args.duration,
-        variants=args.variant,
-        accel=args.accel,
-        aa=args.aa,
-    )
+    plan = plan_for_args(exp, args)
     rundir = Path(args.out) if args.out else default_rundir(exp, args.aa)
     argv = [a for a in argv]
     if not args.out:
