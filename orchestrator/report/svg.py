@@ -134,6 +134,20 @@ def _open(width: int, height: int, chart_id: str, title: str) -> list[str]:
     ]
 
 
+def _x_grid(sx: Scale, top: float, bottom_y: float) -> list[str]:
+    """Vertical grid lines at the x scale's ticks, labelled below the plot area."""
+    out = []
+    for v in sx.ticks():
+        px = sx(v)
+        out.append(
+            f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom_y}" stroke="{GRID}"/>'
+        )
+        out.append(
+            f'<text x="{px:.1f}" y="{bottom_y + 16}" text-anchor="middle" fill="{MUTED}">{tick_label(v)}</text>'
+        )
+    return out
+
+
 def _legend(names: Sequence[tuple[str, str, bool]], x: float, y: float) -> list[str]:
     out = ['<g data-role="legend">']
     for i, (name, color, dashed) in enumerate(names):
@@ -172,14 +186,7 @@ def line_chart(
     out = _open(width, height, chart_id, title)
 
     out.append('<g data-role="grid">')
-    for v in sx.ticks():
-        px = sx(v)
-        out.append(
-            f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{height - bottom}" stroke="{GRID}"/>'
-        )
-        out.append(
-            f'<text x="{px:.1f}" y="{height - bottom + 16}" text-anchor="middle" fill="{MUTED}">{tick_label(v)}</text>'
-        )
+    out.extend(_x_grid(sx, top, height - bottom))
     for v in sy.ticks():
         py = sy(v)
         out.append(
@@ -283,14 +290,7 @@ def strip_chart(
     jitter = random.Random(seed)
     out = _open(width, height, chart_id, title)
     out.append('<g data-role="grid">')
-    for v in sx.ticks():
-        px = sx(v)
-        out.append(
-            f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{height - bottom}" stroke="{GRID}"/>'
-        )
-        out.append(
-            f'<text x="{px:.1f}" y="{height - bottom + 16}" text-anchor="middle" fill="{MUTED}">{tick_label(v)}</text>'
-        )
+    out.extend(_x_grid(sx, top, height - bottom))
     out.append("</g>")
     out.append(
         f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="none" stroke="{MUTED}"/>'
