@@ -646,10 +646,9 @@ def plan_from_args(args: Any, argv: list[str]) -> tuple[Experiment, Plan, Path, 
     exp = config.load(Path(args.experiment)) if args.experiment else config.load_default()
     plan = plan_for_args(exp, args)
     rundir = Path(args.out) if args.out else default_rundir(exp, args.aa)
-    argv = [a for a in argv]
-    if not args.out:
-        argv += ["--out", str(rundir)]
-    return exp, plan, rundir, reproduce_command(argv)
+    # the reproduce command names the run directory even when korch chose it
+    full = argv if args.out else [*argv, "--out", str(rundir)]
+    return exp, plan, rundir, reproduce_command(full)
 
 
 def main(args: Any, console: Any) -> int:

@@ -633,9 +633,8 @@ def machine_debian_archive() -> tuple[str, str | None]:
     for uri, signed_by, suites in candidates:
         # The main archive carries the plain release suite (no -security, -updates, ...).
         if any("-" not in s and "/" not in s for s in suites) and "security" not in uri:
-            with contextlib.suppress(Exception):
-                if signed_by and not Path(signed_by).exists():
-                    signed_by = None
+            if signed_by and not Path(signed_by).exists():
+                signed_by = None  # apt then uses its trusted keyrings
             return uri.rstrip("/"), signed_by
     raise InfraError(
         "no Debian archive in this machine's apt sources (looked for a 'deb' entry with a release suite)",
