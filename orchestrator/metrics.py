@@ -66,6 +66,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("p999_ms", "per-run p99.9", "ms", "lower", 3, True,
            "per run, the 99.9th percentile operation (bucket upper bound)"),
     *_tail_metrics(),
+    Metric("hang_rate", "hung runs", "‰", "lower", 0, False,
+           "per boot, the runs that hung (outlived their deadline), per mille"),
 )  # fmt: skip
 METRIC_BY_KEY: Mapping[str, Metric] = {m.key: m for m in METRICS}
 

@@ -9,7 +9,6 @@ from ..stats import (
     Comparison,
     Distribution,
     MetricComparison,
-    StatsOptions,
     Verdict,
 )
 
@@ -45,6 +44,8 @@ def interval(low: float | None, high: float | None) -> str:
     """A ratio interval as percent changes: '[-87.1%, -80.2%]'."""
     if low is None or high is None:
         return "-"
+    if low <= 0 and math.isinf(high):
+        return "unbounded"
     return f"[{change(low)}, {change(high)}]"
 
 
@@ -58,14 +59,31 @@ def pvalue(p: float | None) -> str:
 
 
 def stars(mc: MetricComparison) -> str:
-    """The significance mark: '*' / '**' / '***' for a change whose Holm-adjusted p is below
-    0.05 / 0.01 / 0.001; '?' when inconclusive; nothing otherwise."""
+    """The significance mark: '*' / '**' / '***' for a change whose (Holm-adjusted) p is
+    below 0.05 / 0.01 / 0.001; '=' for equivalent; '?' when inconclusive."""
     if mc.verdict == Verdict.INCONCLUSIVE:
         return "?"
+    if mc.verdict == Verdict.EQUIVALENT:
+        return "="
     if mc.verdict not in (Verdict.IMPROVED, Verdict.REGRESSED) or mc.p_adjusted is None:
         return ""
     p = mc.p_adjusted
     return "***" if p < 0.001 else "**" if p < 0.01 else "*"
+
+
+def level_pct(level: float) -> str:
+    """An interval's coverage for a test level: 0.05 -> '95%', 0.0156 -> '98.4%'."""
+    return f"{100 * (1 - level):.3g}%"
+
+
+def family(mc: MetricComparison) -> str:
+    """'headline (confirmatory)', 'headline (exploratory: chosen after the run)' or
+    'exploratory'."""
+    if mc.family != "headline":
+        return "exploratory"
+    return (
+        "headline (exploratory: chosen after the run)" if mc.post_hoc else "headline (confirmatory)"
+    )
 
 
 def label(comparison: Comparison, variant: str) -> str:
@@ -86,25 +104,39 @@ def noise(pct: float | None) -> str:
     return "unbounded" if math.isinf(pct) else f"±{pct:.1f}%"
 
 
-def rules(options: StatsOptions) -> str:
+def rules(comparison: Comparison) -> str:
     """The verdict rules in one paragraph, with the thresholds in force."""
+    options = comparison.options
+    seq = comparison.sequential
+    head_level = (
+        f"at the group-sequential level {seq['level']:.3g} (the run looked after every block,"
+        f" up to {seq['max_blocks']} blocks; the level keeps the chance of any false call over"
+        f" all looks at most {options.alpha:g})"
+        if seq
+        else f"at {options.alpha:g}"
+        + (" split evenly over the candidates" if len(comparison.candidates) > 1 else "")
+    )
     return (
-        "Per metric: two-sided Mann-Whitney U test over runs (scipy), its z divided by the"
-        " square root of the design effect 1 + (m - 1) ICC when runs of one boot are alike"
-        " (ICC of the ranks within boots, m the boot size); p-values Holm-adjusted within two"
-        " families (the headline metric across candidates; all other metrics across all"
-        " candidates). The 95% interval of the ratio of medians comes from a hierarchical"
-        f" bootstrap (boots resampled, then runs within each boot; {options.resamples}"
-        f" resamples, seed {options.seed}), expanded for few effective units (Hesterberg's"
-        " expanded percentile interval). A change (improved or regressed) needs an adjusted p"
-        f" below {options.alpha:g}, an interval that excludes 1 and a median change of at"
-        f" least {100 * options.min_effect:g}%. Fewer than {options.min_runs} runs on a side,"
-        " or sides that are not comparable (without --force), give 'inconclusive'."
+        "The unit is the boot: each boot gives one value per metric (shares of slow operations"
+        " from its pooled operation counts; other metrics the median over its runs; a hung run"
+        " counts as the worst value). When the sides come from one blocked run, the variants"
+        " are compared per block (each block boots every variant once, in a random, balanced"
+        " order): Wilcoxon's signed-rank test on the per-block log ratios, exact as a sign-flip"
+        " randomization test, and its Hodges-Lehmann interval; otherwise an exact rank-sum"
+        " test over boot values and its interval (unpaired). The headline metric, declared by"
+        f" the experiment before the run, is the one confirmatory test, {head_level}; it alone"
+        " decides the verdict and the exit code. Every other metric is exploratory: Holm-adjusted"
+        f" together at {options.alpha:g}. Equivalent: the interval lies inside"
+        f" ±{100 * comparison.smallest_effect:g}% (the smallest effect of interest). Improved or"
+        " regressed: the test rejects no change. Anything else, and every design whose test"
+        " cannot reach its level (fewer than 6 blocks at 0.05), is inconclusive; so are sides"
+        " that are not comparable (without --force)."
     )
 
 
 def headline_sentence(comparison: Comparison, candidate: str) -> str:
-    """'per-vma vs mmap-lock: improved; per-run maximum (ms) -83.9% [..], p < 0.001'."""
+    """'per-vma vs mmap-lock: improved; operations ≥ 1 ms (‰) -97.4% (95% CI [..], p = 0.0001,
+    16 blocks, paired)'."""
     c = next(c for c in comparison.candidates if c.candidate == candidate)
     head = c.headline
     who = f"{label(comparison, candidate)} vs {label(comparison, comparison.baseline)}"
@@ -112,7 +144,37 @@ def headline_sentence(comparison: Comparison, candidate: str) -> str:
         return f"{who}: {c.verdict}; no values for the headline metric {comparison.headline}"
     p = head.p_adjusted
     p_text = "" if p is None else (", p < 0.001" if p < 0.001 else f", p = {pvalue(p)}")
+    post = " (exploratory: headline chosen after the run)" if head.post_hoc else ""
     return (
-        f"{who}: {c.verdict}; {metric_label(head.metric)} {change(head.ratio)}"
-        f" (95% CI {interval(head.ci_low, head.ci_high)}{p_text})"
+        f"{who}: {c.verdict}{post}; {metric_label(head.metric)} {change(head.ratio)}"
+        f" ({level_pct(head.level)} CI {interval(head.ci_low, head.ci_high)}{p_text},"
+        f" {head.units}, {head.method})"
     )
+
+
+def design_lines(comparison: Comparison) -> list[str]:
+    """Per candidate: where the headline's variance lies and what the next run should do."""
+    out = []
+    for c in comparison.candidates:
+        d = c.design
+        if d is None:
+            continue
+        shares = d.shares()
+        split = (
+            ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items())
+            if shares
+            else ", ".join(
+                f"{k} {v:.3g}"
+                for k, v in (
+                    ("between blocks", d.between_blocks),
+                    ("between boots", d.between_boots),
+                )
+                if v is not None
+            )
+            + " (log-scale variances; within a boot not measured)"
+        )
+        out.append(
+            f"{label(comparison, c.candidate)}: variance of {comparison.headline}: {split}."
+            + (f" Next run: {d.text}." if d.text else "")
+        )
+    return out

@@ -22,12 +22,14 @@ CSS = {
     Verdict.IMPROVED: "improved",
     Verdict.REGRESSED: "regressed",
     Verdict.INCONCLUSIVE: "inconclusive",
+    Verdict.EQUIVALENT: "",
     Verdict.NO_CHANGE: "",
 }
 BANNER = {
     Verdict.IMPROVED: "v-improved",
     Verdict.REGRESSED: "v-regressed",
     Verdict.INCONCLUSIVE: "v-inconclusive",
+    Verdict.EQUIVALENT: "v-no-change",
     Verdict.NO_CHANGE: "v-no-change",
 }
 INCOMPARABLE_KEYS = {key for key, _ in COMPARABILITY_FIELDS} | {"experiment"}
@@ -55,22 +57,23 @@ def _tables(comparison: Comparison) -> list[dict[str, Any]]:
                 {
                     "label": fmt.metric_label(key),
                     "headline": mc.family == "headline",
+                    "family": fmt.family(mc),
                     "base": fmt.value(key, mc.baseline_median),
                     "base_spread": fmt.spread(base.metrics.get(key)),
                     "cand": fmt.value(key, mc.candidate_median),
                     "cand_spread": fmt.spread(cand.metrics.get(key)),
                     "change": fmt.change(mc.ratio),
                     "stars": fmt.stars(mc),
-                    "ci": fmt.interval(mc.ci_low, mc.ci_high),
+                    "ci": f"{fmt.level_pct(mc.level)} {fmt.interval(mc.ci_low, mc.ci_high)}",
                     "p": fmt.pvalue(mc.p_value),
                     "p_adj": fmt.pvalue(mc.p_adjusted),
-                    "deff": "-" if mc.design_effect is None else f"{mc.design_effect:.2f}",
+                    "units": f"{mc.units}, {mc.method}",
                     "noise": fmt.noise(noise_floor_pct(comparison, key)),
                     "verdict": str(mc.verdict),
                     "css": CSS[mc.verdict],
                     "reason": mc.reason,
                     # a change's row already shows its change, interval and p; say why otherwise
-                    "explain": mc.verdict not in (Verdict.IMPROVED, Verdict.REGRESSED),
+                    "explain": True,
                 }
             )
         out.append(
@@ -198,9 +201,17 @@ def _noise(comparison: Comparison) -> dict[str, Any] | None:
         }
         for mc in c.metrics
     ]
+    ab = comparison.candidates[0].headline if comparison.candidates else None
+    aa = c.headline
     return {
         "sides": ", ".join(fmt.label(nf, s.variant) for s in nf.summaries),
         "sentence": fmt.headline_sentence(nf, c.candidate) + ".",
+        "beside": (
+            f"Headline interval, A/A {fmt.interval(aa.ci_low, aa.ci_high)} against A/B"
+            f" {fmt.interval(ab.ci_low, ab.ci_high)}."
+            if aa is not None and ab is not None
+            else ""
+        ),
         "rows": rows,
     }
 
@@ -235,7 +246,9 @@ def _provenance(comparison: Comparison) -> dict[str, Any]:
         cells = [flat[v].get(key, "-") for v in variants]
         varies = len(set(cells)) > 1
         incomparable = key in INCOMPARABLE_KEYS or (
-            key.startswith("workload.") and key not in ("workload.runs", "workload.boots")
+            key.startswith("workload.")
+            and key
+            not in ("workload.runs", "workload.boots", "workload.blocks", "workload.headline")
         )
         css = "differs" if varies and incomparable else "varies" if varies else ""
         rows.append({"key": key, "cells": cells, "css": css})
@@ -294,7 +307,8 @@ def render(
         "distributions": _distributions(comparison),
         "variance": _variance(comparison),
         "noise": _noise(comparison),
-        "rules": fmt.rules(comparison.options),
+        "rules": fmt.rules(comparison),
+        "design": fmt.design_lines(comparison),
         "provenance": _provenance(comparison),
         "reproduce": reproduce_rows,
         "version": __version__,

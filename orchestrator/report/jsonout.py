@@ -1,12 +1,16 @@
 """The comparison as JSON (``comparison.json``), for machines.
 
-Schema 1 (numbers are ``null`` where undefined, e.g. a ratio over a zero median)::
+Schema 2 (numbers are ``null`` where undefined, e.g. an unbounded interval's end)::
 
-    {"schema": 1, "kind": "korch-comparison",
+    {"schema": 2, "kind": "korch-comparison",
      "experiment": str, "baseline": str, "headline": str,
-     "verdict": "improved" | "regressed" | "no significant change" | "inconclusive",
+     "declared_headline": str | null,   # the experiment's; differs when chosen after the run
+     "headline_post_hoc": bool,
+     "verdict": "improved" | "regressed" | "equivalent" | "inconclusive",
      "comparable": bool, "forced": bool, "emulated": bool,
-     "options": {"alpha", "min_effect", "min_runs", "resamples", "seed", "force"},
+     "smallest_effect": float,           # a fraction: 0.05 is ±5%
+     "sequential": null | {"max_blocks": int, "level": float},
+     "options": {"alpha", "seed", "force"},
      "warnings": [str],
      "provenance": {variant: <the results file's provenance, as written by korch run>},
      "metrics": {key: {"label", "unit", "better": "lower"|"higher", "description"}},
@@ -21,11 +25,18 @@ Schema 1 (numbers are ``null`` where undefined, e.g. a ratio over a zero median)
                                               "above_ms": {"0.5": permille, "1": ..., "2": ...}}}}},
      "candidates": [{"candidate": str, "verdict": str, "comparable": bool,
                      "differences": [{"field", "label", "baseline", "candidate"}],
-                     "metrics": [{"metric", "family": "headline"|"secondary",
-                                  "n_baseline", "n_candidate", "boots_baseline", "boots_candidate",
-                                  "baseline_median", "candidate_median", "ratio", "change_pct",
-                                  "ci_low", "ci_high", "p_value", "p_adjusted", "design_effect",
-                                  "verdict", "reason", "noise_floor_pct"}]}],
+                     "design": null | {"between_blocks", "between_boots", "within_boot",
+                                       "boot_cost_s", "run_cost_s", "runs_per_boot",
+                                       "recommended_runs", "blocks_for_observed",
+                                       "blocks_for_smallest", "text"},
+                     "metrics": [{"metric", "family": "headline"|"exploratory", "post_hoc",
+                                  "method": "paired"|"unpaired"|"none", "blocks",
+                                  "n_baseline", "n_candidate",      # completed runs
+                                  "boots_baseline", "boots_candidate",  # boots with a value
+                                  "baseline_median", "candidate_median",  # over boots
+                                  "ratio", "change_pct", "ci_low", "ci_high", "level",
+                                  "p_value", "p_adjusted", "more_blocks", "unpaired_boots",
+                                  "log_ratios", "verdict", "reason", "noise_floor_pct"}]}],
      "noise_floor": null | <the A/A comparison, this schema without "noise_floor">}
 """
 
@@ -34,9 +45,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..stats import METRICS, Comparison, Summary, noise_floor_pct
+from ..stats import METRICS, Comparison, DesignAdvice, Summary, noise_floor_pct
 
-SCHEMA = 1
+SCHEMA = 2
 KIND = "korch-comparison"
 
 
@@ -44,6 +55,23 @@ def _n(v: float | None) -> float | None:
     if v is None or not math.isfinite(v):
         return None
     return float(v)
+
+
+def _design(d: DesignAdvice | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {
+        "between_blocks": _n(d.between_blocks),
+        "between_boots": _n(d.between_boots),
+        "within_boot": _n(d.within_boot),
+        "boot_cost_s": _n(d.boot_cost_s),
+        "run_cost_s": _n(d.run_cost_s),
+        "runs_per_boot": d.runs_per_boot,
+        "recommended_runs": d.recommended_runs,
+        "blocks_for_observed": d.blocks_for_observed,
+        "blocks_for_smallest": d.blocks_for_smallest,
+        "text": d.text,
+    }
 
 
 def _summary(s: Summary) -> dict[str, Any]:
@@ -103,15 +131,16 @@ def to_json(comparison: Comparison, *, nested: bool = False) -> dict[str, Any]:
         "experiment": comparison.experiment,
         "baseline": comparison.baseline,
         "headline": comparison.headline,
+        "declared_headline": comparison.declared_headline,
+        "headline_post_hoc": comparison.post_hoc,
         "verdict": str(comparison.verdict),
+        "smallest_effect": comparison.smallest_effect,
+        "sequential": None if comparison.sequential is None else dict(comparison.sequential),
         "comparable": comparison.comparable,
         "forced": comparison.forced,
         "emulated": comparison.emulated,
         "options": {
             "alpha": o.alpha,
-            "min_effect": o.min_effect,
-            "min_runs": o.min_runs,
-            "resamples": o.resamples,
             "seed": o.seed,
             "force": o.force,
         },
@@ -132,6 +161,7 @@ def to_json(comparison: Comparison, *, nested: bool = False) -> dict[str, Any]:
                 "candidate": c.candidate,
                 "verdict": str(c.verdict),
                 "comparable": c.comparable,
+                "design": _design(c.design),
                 "differences": [
                     {
                         "field": d.field,
@@ -145,6 +175,9 @@ def to_json(comparison: Comparison, *, nested: bool = False) -> dict[str, Any]:
                     {
                         "metric": mc.metric,
                         "family": mc.family,
+                        "post_hoc": mc.post_hoc,
+                        "method": mc.method,
+                        "blocks": mc.blocks,
                         "n_baseline": mc.n_baseline,
                         "n_candidate": mc.n_candidate,
                         "boots_baseline": mc.boots_baseline,
@@ -153,11 +186,15 @@ def to_json(comparison: Comparison, *, nested: bool = False) -> dict[str, Any]:
                         "candidate_median": _n(mc.candidate_median),
                         "ratio": _n(mc.ratio),
                         "change_pct": _n(mc.change_pct),
-                        "ci_low": _n(mc.ci_low),
+                        # an unbounded interval (too few blocks) has no ends
+                        "ci_low": None if _n(mc.ci_high) is None else _n(mc.ci_low),
                         "ci_high": _n(mc.ci_high),
                         "p_value": _n(mc.p_value),
+                        "level": mc.level,
                         "p_adjusted": _n(mc.p_adjusted),
-                        "design_effect": _n(mc.design_effect),
+                        "more_blocks": mc.more_blocks,
+                        "unpaired_boots": list(mc.unpaired_boots),
+                        "log_ratios": [_n(x) for x in mc.log_ratios],
                         "verdict": str(mc.verdict),
                         "reason": mc.reason,
                         "noise_floor_pct": _n(noise_floor_pct(comparison, mc.metric)),

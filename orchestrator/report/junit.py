@@ -19,9 +19,9 @@ def _details(comparison: Comparison, mc: MetricComparison) -> str:
         f" ({mc.n_baseline} runs, {mc.boots_baseline} boots), candidate median"
         f" {fmt.value(mc.metric, mc.candidate_median)} ({mc.n_candidate} runs,"
         f" {mc.boots_candidate} boots); change {fmt.change(mc.ratio)},"
-        f" 95% CI {fmt.interval(mc.ci_low, mc.ci_high)}; p {fmt.pvalue(mc.p_value)}"
-        f" (design effect {'-' if mc.design_effect is None else f'{mc.design_effect:.2f}'}),"
-        f" Holm-adjusted {fmt.pvalue(mc.p_adjusted)}; {mc.verdict}: {mc.reason}"
+        f" {fmt.level_pct(mc.level)} CI {fmt.interval(mc.ci_low, mc.ci_high)};"
+        f" p {fmt.pvalue(mc.p_value)} ({mc.units}, {mc.method}; {fmt.family(mc)}),"
+        f" adjusted {fmt.pvalue(mc.p_adjusted)}; {mc.verdict}: {mc.reason}"
     )
 
 
@@ -61,7 +61,7 @@ def render(comparison: Comparison) -> str:
             counts["errors"] += _infra_case(suite, classname, s)
         for mc in c.metrics:
             counts["tests"] += 1
-            name = mc.metric + (" (headline)" if mc.family == "headline" else "")
+            name = mc.metric + (" (headline)" if mc.family == "headline" else " (exploratory)")
             case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
             text = _details(comparison, mc)
             if mc.verdict == Verdict.REGRESSED:
@@ -69,7 +69,7 @@ def render(comparison: Comparison) -> str:
                 ET.SubElement(
                     case,
                     "failure",
-                    message=f"regressed: {fmt.change(mc.ratio)} ({mc.reason})",
+                    message=f"regressed: {mc.reason}",
                     type="regression",
                 ).text = text
             elif mc.verdict == Verdict.INCONCLUSIVE:

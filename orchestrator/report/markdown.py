@@ -13,6 +13,7 @@ ICON = {
     Verdict.IMPROVED: "improved",
     Verdict.REGRESSED: "**REGRESSED**",
     Verdict.INCONCLUSIVE: "_inconclusive_",
+    Verdict.EQUIVALENT: "equivalent",
     Verdict.NO_CHANGE: "no significant change",
 }
 
@@ -30,7 +31,7 @@ def _candidate_table(comparison: Comparison, c: CandidateComparison) -> list[str
     cand = comparison.summary(c.candidate)
     has_noise = comparison.noise_floor is not None
     head = ["metric", fmt.label(comparison, comparison.baseline), fmt.label(comparison, c.candidate),
-            "change", "95% CI", "p (Holm)", "verdict"]  # fmt: skip
+            "change", "interval", "p", "verdict"]  # fmt: skip
     align = ["---", "---:", "---:", "---:", "---", "---:", "---"]
     if has_noise:
         head.insert(6, "A/A noise")
@@ -39,14 +40,16 @@ def _candidate_table(comparison: Comparison, c: CandidateComparison) -> list[str
     for mc in c.metrics:
         key = mc.metric
         name = fmt.metric_label(key)
-        name = f"**{name}** (headline)" if mc.family == "headline" else name
+        name = (
+            f"**{name}** ({fmt.family(mc)})" if mc.family == "headline" else f"{name} (exploratory)"
+        )
         b, k = base.metrics.get(key), cand.metrics.get(key)
         cells = [
             name,
             f"{fmt.value(key, mc.baseline_median)} {fmt.spread(b)}".strip(),
             f"{fmt.value(key, mc.candidate_median)} {fmt.spread(k)}".strip(),
             f"{fmt.change(mc.ratio)} {fmt.stars(mc)}".strip(),
-            fmt.interval(mc.ci_low, mc.ci_high),
+            f"{fmt.level_pct(mc.level)} {fmt.interval(mc.ci_low, mc.ci_high)}",
             fmt.pvalue(mc.p_adjusted),
             ICON[mc.verdict],
         ]
@@ -126,10 +129,15 @@ def render(comparison: Comparison, *, reproduce: str | None = None) -> str:
         ]
         out += _candidate_table(comparison, c)
         out.append("")
+        if c.headline is not None:
+            out += [f"Headline: {c.headline.verdict}: {_cell(c.headline.reason)}", ""]
     out += [
-        "Values are medians over runs ± the relative standard deviation (stddev/mean);"
-        " change is the ratio of medians; * / ** / *** mark a significant change at Holm-adjusted"
-        " p < 0.05 / 0.01 / 0.001.",
+        "Values are medians over boots ± the relative standard deviation of per-run values;"
+        " change is the Hodges-Lehmann estimate of the ratio over boots (per block when"
+        " paired); * / ** / *** mark a change at p < 0.05 / 0.01 / 0.001 (Holm-adjusted for"
+        " exploratory metrics), = equivalent.",
+        "",
+        *[f"- {_cell(line)}" for line in fmt.design_lines(comparison)],
         "",
         "<details><summary>Per-variant summary</summary>",
         "",
@@ -145,17 +153,24 @@ def render(comparison: Comparison, *, reproduce: str | None = None) -> str:
         "",
         "<details><summary>How the verdict is reached</summary>",
         "",
-        fmt.rules(comparison.options),
+        fmt.rules(comparison),
         "",
         "</details>",
         "",
     ]
     if comparison.noise_floor is not None and comparison.noise_floor.candidates:
         head = comparison.noise_floor.candidates[0].headline
+        ab = comparison.candidates[0].headline if comparison.candidates else None
         if head is not None:
+            beside = (
+                f" (A/B: {fmt.change(ab.ratio)}, {fmt.interval(ab.ci_low, ab.ci_high)})"
+                if ab is not None
+                else ""
+            )
             out += [
                 f"Noise floor (A/A run, the baseline against itself): {fmt.metric_label(head.metric)}"
-                f" {fmt.change(head.ratio)}, 95% CI {fmt.interval(head.ci_low, head.ci_high)}: {head.verdict}.",
+                f" {fmt.change(head.ratio)}, {fmt.level_pct(head.level)} CI"
+                f" {fmt.interval(head.ci_low, head.ci_high)} over {head.units}: {head.verdict}{beside}.",
                 "",
             ]
     if reproduce:

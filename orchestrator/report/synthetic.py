@@ -34,10 +34,12 @@ def provenance(variant: str, **overrides: Any) -> dict[str, Any]:
         "host": "synthetic",
         "korch_version": "0.1.0",
         "reproduce": "korch run synthetic.yaml",
+        # every synthetic side belongs to one blocked run, so sides pair by block
+        "run_id": "synthetic-run",
         "workload": {
             "name": "maps-contention",
             "runs": 10,
-            "boots": 2,
+            "blocks": 2,
             "duration_s": 10,
             "region_mb": 128,
             "busy_ms": 2,
@@ -116,8 +118,9 @@ def synthetic_results(
     experiment: str = EXPERIMENT,
     prov: Mapping[str, Any] | None = None,
 ) -> ResultsFile:
-    """``runs`` runs spread evenly over ``boots`` boots; each boot multiplies its latencies by
-    a factor exp(N(0, boot_sd)), the way a boot's layout and host noise shift a whole boot."""
+    """``runs`` runs spread evenly over ``boots`` boots (boot n in block n, so that two sides
+    made alike pair by block); each boot multiplies its latencies by a factor
+    exp(N(0, boot_sd)), the way a boot's layout and host noise shift a whole boot."""
     rng = np.random.default_rng(seed)
     boot_list: list[dict[str, Any]] = []
     run_list: list[dict[str, Any]] = []
@@ -133,6 +136,8 @@ def synthetic_results(
                 "boot_s": 3.9,
                 "console": None,
                 "error": None,
+                "block": b + 1,
+                "position": 0,
             }
         )
         for i in range(count):
@@ -140,6 +145,7 @@ def synthetic_results(
             run_list.append(
                 {
                     "boot": boot_id,
+                    "block": b + 1,
                     "index": i,
                     "seed": rec["seed"],
                     "hang": False,

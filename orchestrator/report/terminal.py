@@ -19,6 +19,7 @@ STYLE = {
     Verdict.IMPROVED: "bold green",
     Verdict.REGRESSED: "bold red",
     Verdict.INCONCLUSIVE: "yellow",
+    Verdict.EQUIVALENT: "",
     Verdict.NO_CHANGE: "",
 }
 
@@ -38,8 +39,8 @@ def comparison_table(comparison: Comparison) -> Table:
         table.add_column(fmt.label(comparison, c.candidate), justify="right")
         table.add_column("±%stddev", justify="left", style="dim")
     if single:
-        table.add_column("95% CI", justify="left")
-        table.add_column("p (Holm)", justify="right")
+        table.add_column("interval", justify="left")
+        table.add_column("p", justify="right")
     if has_noise:
         table.add_column("A/A noise", justify="right", style="dim")
     table.add_column("metric", justify="left")
@@ -70,7 +71,9 @@ def comparison_table(comparison: Comparison) -> Table:
             )
         if has_noise:
             row.append(fmt.noise(noise_floor_pct(comparison, key)))
-        name = fmt.metric_label(key) + ("  [headline]" if key == comparison.headline else "")
+        name = fmt.metric_label(key) + (
+            "  [headline]" if key == comparison.headline else "  (exploratory)"
+        )
         row.append(Text(name, style="bold") if key == comparison.headline else name)
         table.add_row(*row)
     return table
@@ -143,8 +146,10 @@ def render(comparison: Comparison, console: Console) -> None:
     console.print(comparison_table(comparison))
     console.print(
         Text(
-            "median ±%stddev (stddev/mean of per-run values); %change = ratio of medians - 1;"
-            " * ** *** Holm-adjusted p < 0.05 0.01 0.001 for a significant change, ? inconclusive",
+            "median ±%stddev (stddev/mean of per-run values); %change: Hodges-Lehmann estimate of"
+            " the ratio over boots (per block when paired); interval at the headline's level"
+            " (95% for exploratory metrics); * ** *** p < 0.05 0.01 0.001 for a change (Holm-"
+            "adjusted for exploratory metrics), = equivalent, ? inconclusive",
             style="dim",
         )
     )
@@ -158,13 +163,22 @@ def render(comparison: Comparison, console: Console) -> None:
             style="dim",
         )
     )
+    for line in fmt.design_lines(comparison):
+        console.print(Text(line, style="dim"))
     if comparison.noise_floor is not None:
         nf = comparison.noise_floor
         aa = nf.candidates[0].headline if nf.candidates else None
+        ab = comparison.candidates[0].headline if comparison.candidates else None
         if aa is not None:
+            beside = (
+                f"; A/B: {fmt.change(ab.ratio)} {fmt.interval(ab.ci_low, ab.ci_high)}"
+                if ab is not None
+                else ""
+            )
             console.print(
                 f"noise floor (A/A, baseline against itself): {fmt.metric_label(aa.metric)}"
-                f" {fmt.change(aa.ratio)} {fmt.interval(aa.ci_low, aa.ci_high)}: {aa.verdict}"
+                f" {fmt.change(aa.ratio)} {fmt.interval(aa.ci_low, aa.ci_high)} over"
+                f" {aa.units}: {aa.verdict}{beside}"
             )
     if comparison.warnings:
         console.print()

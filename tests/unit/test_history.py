@@ -109,7 +109,9 @@ def test_sides_of_a_night_can_arrive_separately(store: history.Store) -> None:
 
 
 def test_results_without_a_run_id_are_refused() -> None:
-    res = synthetic_results("x", baseline="x", runs=2, boots=1, ops=100)
+    prov = provenance("x")
+    del prov["run_id"]
+    res = synthetic_results("x", baseline="x", runs=2, boots=1, ops=100, prov=prov)
     with pytest.raises(UserError, match="carry no run id"):
         history.side_of(res)
 

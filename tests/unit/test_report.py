@@ -10,6 +10,7 @@ import json
 import os
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,11 @@ GOLDEN = Path(__file__).parent / "data" / "golden"
 
 
 def golden_results() -> list[ResultsFile]:
-    """Baseline, a faster candidate, a slower one with a failed boot, one with too few runs."""
-    common = {"baseline": "mmap-lock", "runs": 12, "boots": 4, "ops": 1000, "tail": 0.02}
+    """Baseline, a faster candidate, a slower one with a failed boot, one with a single block.
+
+    12 blocks of 2 runs: enough for the headline (at 0.05 over 3 candidates, 7 blocks) and for
+    the exploratory metrics too (Holm over all 45 of them needs 11)."""
+    common = {"baseline": "mmap-lock", "runs": 24, "boots": 12, "ops": 1000, "tail": 0.02}
     base = synthetic_results("mmap-lock", seed=11, **common)  # type: ignore[arg-type]
     fast = synthetic_results("per-vma", seed=12, scale=0.5, **common)  # type: ignore[arg-type]
     slow = synthetic_results("slower", seed=13, scale=2.0, **common)  # type: ignore[arg-type]
@@ -68,6 +72,10 @@ def test_golden_markdown(golden_comparison: stats.Comparison) -> None:
     assert "**per-vma vs mmap-lock: improved;" in text
     assert "**slower vs mmap-lock: regressed;" in text
     assert "**few vs mmap-lock: inconclusive;" in text
+    assert "12 blocks, paired)**" in text and "1 block, paired)**" in text
+    assert "| **per-run maximum (ms)** (headline (confirmatory)) |" in text
+    assert "| per-run mean (ms) (exploratory) |" in text
+    assert "Holm-adjusted together at 0.05" in text and "split evenly over the candidates" in text
 
 
 def test_golden_junit(golden_comparison: stats.Comparison) -> None:
@@ -83,23 +91,40 @@ def test_golden_junit(golden_comparison: stats.Comparison) -> None:
     assert "boot timed out" in (error.find("error").get("message") or "")  # type: ignore[union-attr]
     few = suites["synthetic: few vs mmap-lock"]
     assert few.get("skipped") == str(len(golden_comparison.candidates[2].metrics))
+    skipped = next(c for c in few.iter("testcase") if c.get("name") == "max_ms (headline)")
+    message = skipped.find("skipped").get("message") or ""  # type: ignore[union-attr]
+    assert "1 block cannot reach p < 0.0167" in message and "at least 7 blocks" in message
+    assert "mean_ms (exploratory)" in {c.get("name") for c in few.iter("testcase")}
     assert int(root.get("tests") or 0) == sum(int(s.get("tests") or 0) for s in suites.values())
 
 
 def test_json_schema(golden_comparison: stats.Comparison) -> None:
     obj = json.loads(json.dumps(to_json(golden_comparison), allow_nan=False))
-    assert obj["schema"] == 1 and obj["kind"] == "korch-comparison"
+    assert obj["schema"] == 2 and obj["kind"] == "korch-comparison"
     assert obj["baseline"] == "mmap-lock" and obj["headline"] == "max_ms"
     assert obj["verdict"] == "regressed"
     assert [c["candidate"] for c in obj["candidates"]] == ["per-vma", "slower", "few"]
     first = obj["candidates"][0]["metrics"][0]
     assert set(first) == {
-        "metric", "family", "n_baseline", "n_candidate", "boots_baseline", "boots_candidate",
-        "baseline_median", "candidate_median", "ratio", "change_pct", "ci_low", "ci_high",
-        "p_value", "p_adjusted", "design_effect", "verdict", "reason", "noise_floor_pct",
+        "metric", "family", "post_hoc", "method", "blocks", "n_baseline", "n_candidate",
+        "boots_baseline", "boots_candidate", "baseline_median", "candidate_median", "ratio",
+        "change_pct", "ci_low", "ci_high", "p_value", "level", "p_adjusted", "more_blocks",
+        "unpaired_boots", "log_ratios", "verdict", "reason", "noise_floor_pct",
     }  # fmt: skip
     assert first["metric"] == "max_ms" and first["family"] == "headline"
-    assert obj["summaries"]["mmap-lock"]["operations"]["all"]["count"] == 12 * 1000
+    assert first["method"] == "paired" and first["blocks"] == 12 and len(first["log_ratios"]) == 12
+    assert first["level"] == pytest.approx(0.05 / 3) and first["p_adjusted"] == first["p_value"]
+    assert first["verdict"] == "improved" and first["post_hoc"] is False
+    assert {m["family"] for m in obj["candidates"][0]["metrics"][1:]} == {"exploratory"}
+    assert all(m["level"] == 0.05 for m in obj["candidates"][0]["metrics"][1:])
+    assert obj["headline_post_hoc"] is False and obj["declared_headline"] is None
+    assert obj["smallest_effect"] == 0.05 and obj["sequential"] is None
+    few = obj["candidates"][2]["metrics"][0]
+    assert few["verdict"] == "inconclusive" and few["more_blocks"] == 6
+    assert few["ci_high"] is None  # an unbounded interval
+    assert len(few["unpaired_boots"]) == 11
+    assert obj["candidates"][0]["design"]["blocks_for_smallest"] is not None
+    assert obj["summaries"]["mmap-lock"]["operations"]["all"]["count"] == 24 * 1000
     assert obj["metrics"]["ops_per_s"]["better"] == "higher"
     assert obj["noise_floor"] is None
 
@@ -149,7 +174,7 @@ def test_write_reports_and_noise_floor(tmp_path: Path) -> None:
     rundir = _rundir(tmp_path, results)
     for name, seed in (("a", 21), ("b", 22)):
         synthetic_results(
-            "mmap-lock", baseline="mmap-lock", runs=8, boots=2, seed=seed, ops=400, tail=0.02
+            "mmap-lock", baseline="mmap-lock", runs=16, boots=8, seed=seed, ops=400, tail=0.02
         ).save(rundir / "aa" / "results" / f"{name}.json")
     console = Console(record=True, width=200, color_system=None)
     comparison = write_reports(rundir, results, ReportOptions(console=console))
@@ -192,16 +217,14 @@ def test_exit_codes(golden_comparison: stats.Comparison) -> None:
     improved = stats.compare([base, fast])
     assert exit_code(improved, "regression") == EXIT_OK
     assert exit_code(stats.compare([base, few]), "regression") == EXIT_INCONCLUSIVE
-    # a secondary metric regresses while the headline improves: only --fail-on any trips
+    # an exploratory metric regresses while the headline improves: only --fail-on any trips
     mixed = stats.compare([base, fast])
     sped_up = next(m for m in mixed.candidates[0].metrics if m.metric == "ops_per_s")
     regressed = [
-        m if m is not sped_up else stats.replace(m, verdict=Verdict.REGRESSED)
+        m if m is not sped_up else replace(m, verdict=Verdict.REGRESSED)
         for m in mixed.candidates[0].metrics
     ]
-    mixed = stats.replace(
-        mixed, candidates=(stats.replace(mixed.candidates[0], metrics=tuple(regressed)),)
-    )
+    mixed = replace(mixed, candidates=(replace(mixed.candidates[0], metrics=tuple(regressed)),))
     assert exit_code(mixed, "regression") == EXIT_OK
     assert exit_code(mixed, "any") == EXIT_REGRESSION
     with pytest.raises(Exception, match="--fail-on"):
@@ -246,11 +269,16 @@ def test_aa_only_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str
     """A run that was only 'korch run --aa': the report is side A against side B."""
     for name, seed in (("first", 31), ("second", 32)):
         synthetic_results(
-            "mmap-lock", baseline="mmap-lock", runs=12, boots=4, seed=seed, ops=500
+            "mmap-lock", baseline="mmap-lock", runs=16, boots=8, seed=seed, ops=500
         ).save(tmp_path / "aa" / "results" / f"{name}.json")
-    assert main(["report", str(tmp_path)]) == EXIT_OK
+    # the per-run maximum is too noisy for 8 blocks to call the sides equivalent
+    assert main(["report", str(tmp_path)]) == EXIT_INCONCLUSIVE
     out = capsys.readouterr().out
-    assert "B (mmap-lock) vs A (mmap-lock): no significant change" in out
+    assert "B (mmap-lock) vs A (mmap-lock): inconclusive" in out
     saved = json.loads((tmp_path / "comparison.json").read_text())
     assert saved["baseline"] == "A" and saved["candidates"][0]["candidate"] == "B"
+    assert not {m["verdict"] for m in saved["candidates"][0]["metrics"]} & {"improved", "regressed"}
+    # the median operation is precise enough: the sides are equivalent, and that passes
+    assert main(["report", str(tmp_path), "--headline", "p50_ms"]) == EXIT_OK
+    assert "B (mmap-lock) vs A (mmap-lock): equivalent; per-run p50 (ms)" in capsys.readouterr().out
     assert oct((tmp_path / "report.html").stat().st_mode & 0o777) == "0o644"

@@ -67,6 +67,10 @@ def test_report_shows_the_published_summaries(
     assert head["metric"] == "max_ms" and head["family"] == "headline"
     assert head["verdict"] == "improved" and head["p_adjusted"] < 0.001
     assert comparison["verdict"] == "improved"
+    # every run its own boot, no blocks: an unpaired rank-sum test over 100 + 100 boot values
+    assert head["method"] == "unpaired" and head["blocks"] == 0
+    assert head["boots_baseline"] == head["boots_candidate"] == 100
+    assert any("not paired by block" in w for w in comparison["warnings"])
 
     md = (rundir / "summary.md").read_text()
     page = html.unescape((rundir / "report.html").read_text())
@@ -74,7 +78,9 @@ def test_report_shows_the_published_summaries(
         for figure in ("1.476", "0.238", "4.588", "3.108"):
             assert figure in text
         assert "p < 0.001" in text
-        assert "series vs mmap-lock: improved; per-run maximum (ms) -83.8%" in text
+        # the Hodges-Lehmann estimate: the median of all 100 x 100 ratios of boot values
+        assert "series vs mmap-lock: improved; per-run maximum (ms) -82.5%" in text
+        assert "100 + 100 boots, unpaired" in text
     assert "| mmap-lock | 100 | 100 | 0 | 1.476 | 0.161 | 4.588 | 79 | 55 |" in md
     assert "| series | 100 | 100 | 0 | 0.238 | 0.068 | 3.108 | 2 | 2 |" in md
     assert "79 (79%)" in page and "55 (55%)" in page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from orchestrator import stats
 from orchestrator.errors import UserError
 from orchestrator.report.synthetic import provenance, summary_only_results, synthetic_results
+from orchestrator.results import ResultsFile
 from orchestrator.stats import StatsOptions, Verdict
 from orchestrator.workloads.maps_contention.histogram import NBUCKETS, Histogram
 from orchestrator.workloads.maps_contention.result import record_from_json
@@ -206,39 +208,77 @@ def test_bad_histogram_is_a_user_error() -> None:
 
 
 def _lognormal_side(
-    name: str, rng: np.random.Generator, scale: float = 1.0, boots: int = 4
-) -> object:
-    """20 per-run maxima around 1.5 ms, log-normal (sd 0.3 in log), in ``boots`` boots."""
+    name: str,
+    rng: np.random.Generator,
+    scale: float = 1.0,
+    boots: int = 8,
+    runs: int = 3,
+    blocked: bool = True,
+) -> ResultsFile:
+    """``runs`` per-run maxima per boot around 1.5 ms, log-normal (sd 0.3 in log), each boot
+    shifted a little; boot n in block n of one run (paired with another side made alike),
+    or without blocks (compared unpaired) unless ``blocked``."""
     maxima = []
     for _ in range(boots):
         factor = float(np.exp(rng.normal(0.0, 0.1)))  # a boot shifts all its runs a little
-        maxima.append(list(rng.lognormal(np.log(1.5), 0.3, 20 // boots) * factor * scale))
-    return summary_only_results(name, baseline="base", maxima_by_boot=maxima)
+        maxima.append(list(rng.lognormal(np.log(1.5), 0.3, runs) * factor * scale))
+    rf = summary_only_results(name, baseline="base", maxima_by_boot=maxima)
+    if blocked:
+        for boot in rf.boots:
+            boot["block"] = int(boot["id"].rsplit("-", 1)[1])
+        for run in rf.runs:
+            run["block"] = int(run["boot"].rsplit("-", 1)[1])
+    return rf
+
+
+def _side(
+    name: str, seed: int, *, blocks: int = 8, runs: int = 2, ops: int = 300, **kw: Any
+) -> ResultsFile:
+    """Synthetic results with histograms: ``blocks`` boots of ``runs`` runs, boot n in block n."""
+    return synthetic_results(
+        name, baseline="base", runs=runs * blocks, boots=blocks, seed=seed, ops=ops, **kw
+    )
+
+
+def _hang(rf: ResultsFile, every: bool = True) -> ResultsFile:
+    """Mark every run hung (or the first run of every boot)."""
+    seen: set[str] = set()
+    for run in rf.runs:
+        if every or run["boot"] not in seen:
+            seen.add(run["boot"])
+            run.update(hang=True, record=None)
+    return rf
+
+
+CHANGES = (Verdict.IMPROVED, Verdict.REGRESSED)
 
 
 def test_identical_distributions_rarely_differ() -> None:
-    """A/A: in at least 95 of 100 seeded draws the verdict is 'no significant change'."""
+    """A/A over 8 blocks: in at least 95 of 100 seeded draws no change is called."""
     outcomes = []
     for draw in range(100):
         rng = np.random.default_rng(10_000 + draw)
         c = stats.compare([_lognormal_side("base", rng), _lognormal_side("cand", rng)])
+        head = c.candidates[0].headline
+        assert head is not None and head.method == "paired" and head.blocks == 8
         outcomes.append(c.candidates[0].verdict)
-    assert outcomes.count(Verdict.NO_CHANGE) >= 95, outcomes
+    assert sum(v in CHANGES for v in outcomes) <= 5, outcomes
 
 
 def test_identical_distributions_all_metrics_with_histograms() -> None:
-    """The whole family of metrics: Holm and the boot-aware interval keep an A/A run quiet."""
+    """The whole family of metrics: the headline at alpha and the exploratory metrics
+    Holm-adjusted at alpha call some change in an A/A run at most about 2 alpha of the time."""
     quiet = 0
     for draw in range(40):
         a = synthetic_results(
-            "base", baseline="base", runs=20, boots=4, seed=2 * draw, ops=600, boot_sd=0.1
+            "base", baseline="base", runs=20, boots=8, seed=2 * draw, ops=600, boot_sd=0.1
         )
         b = synthetic_results(
-            "cand", baseline="base", runs=20, boots=4, seed=2 * draw + 1, ops=600, boot_sd=0.1
+            "cand", baseline="base", runs=20, boots=8, seed=2 * draw + 1, ops=600, boot_sd=0.1
         )
-        c = stats.compare([a, b], StatsOptions(resamples=500))
-        quiet += all(mc.verdict == Verdict.NO_CHANGE for mc in c.candidates[0].metrics)
-    assert quiet >= 38
+        c = stats.compare([a, b])
+        quiet += not any(mc.verdict in CHANGES for mc in c.candidates[0].metrics)
+    assert quiet >= 36
 
 
 def test_twofold_shift_is_an_improvement() -> None:
@@ -248,8 +288,10 @@ def test_twofold_shift_is_an_improvement() -> None:
         head = c.candidates[0].headline
         assert head is not None and head.metric == "max_ms"
         assert c.candidates[0].verdict == Verdict.IMPROVED, head.reason
+        assert head.method == "paired" and head.blocks == 8 and len(head.log_ratios) == 8
         assert head.ratio == pytest.approx(0.5, abs=0.2)
         assert head.ci_low is not None and head.ci_high is not None and head.ci_high < 1
+        assert "8 blocks, paired" in head.reason
         # and the other way round it is a regression
         worse = stats.compare(
             [_lognormal_side("base", rng), _lognormal_side("cand", rng, scale=2.0)]
@@ -258,50 +300,189 @@ def test_twofold_shift_is_an_improvement() -> None:
 
 
 def test_twofold_shift_with_histograms() -> None:
-    a = synthetic_results("base", baseline="base", runs=20, boots=4, seed=1, boot_sd=0.05)
+    # 12 blocks: enough for an exploratory metric to pass Holm's adjustment over 15 (10 are)
+    a = synthetic_results("base", baseline="base", runs=24, boots=12, seed=1, boot_sd=0.05)
     b = synthetic_results(
-        "cand", baseline="base", runs=20, boots=4, seed=2, boot_sd=0.05, scale=0.5
+        "cand", baseline="base", runs=24, boots=12, seed=2, boot_sd=0.05, scale=0.5
     )
     c = stats.compare([a, b], StatsOptions(headline="mean_ms"))
     assert c.candidates[0].verdict == Verdict.IMPROVED
     assert c.candidates[0].metric("p50_ms").verdict == Verdict.IMPROVED  # type: ignore[union-attr]
-    # operations per second did not change: more precision does not invent a change
-    assert c.candidates[0].metric("ops_per_s").verdict == Verdict.NO_CHANGE  # type: ignore[union-attr]
+    # operations per second did not change: the precision shows it did not
+    assert c.candidates[0].metric("ops_per_s").verdict == Verdict.EQUIVALENT  # type: ignore[union-attr]
+
+
+def test_exploratory_metrics_need_more_blocks_than_the_headline() -> None:
+    """8 blocks decide the headline, but no exploratory metric can pass Holm's adjustment
+    over 15 of them (8 blocks' smallest p, 2/256, times 15 is above 0.05)."""
+    c = stats.compare([_side("base", 1, boot_sd=0.05), _side("cand", 2, boot_sd=0.05, scale=0.5)])
+    cand = c.candidates[0]
+    assert cand.verdict == Verdict.IMPROVED
+    assert not any(mc.verdict in CHANGES for mc in cand.metrics if mc.family == "exploratory")
 
 
 def test_higher_is_better_metric_direction() -> None:
-    a = synthetic_results("base", baseline="base", runs=10, boots=2, seed=1, ops=300)
-    b = synthetic_results("cand", baseline="base", runs=10, boots=2, seed=2, ops=300)
+    a = _side("base", 1)
+    b = _side("cand", 2)
     for run in b.runs:  # same work in half the time: twice the operations per second
         run["record"]["elapsed_s"] /= 2
+    for headline in ("ops_per_s", None):  # confirmatory at 8 blocks; exploratory needs 10
+        c = stats.compare([a, b], StatsOptions(headline=headline))
+        mc = c.candidates[0].metric("ops_per_s")
+        assert mc is not None
+        assert mc.verdict == (Verdict.IMPROVED if headline else Verdict.INCONCLUSIVE), mc.reason
+    a, b = _side("base", 1, blocks=12), _side("cand", 2, blocks=12)
+    for run in b.runs:
+        run["record"]["elapsed_s"] /= 2
     mc = stats.compare([a, b]).candidates[0].metric("ops_per_s")
-    assert mc is not None and mc.verdict == Verdict.IMPROVED
+    assert mc is not None and mc.family == "exploratory" and mc.verdict == Verdict.IMPROVED
 
 
-def test_too_few_runs_is_inconclusive() -> None:
+def test_too_few_blocks_is_inconclusive() -> None:
+    a = _side("base", 1, blocks=4)
+    b = _side("cand", 2, blocks=4, scale=0.1)
+    c = stats.compare([a, b])
+    head = c.candidates[0].headline
+    assert head is not None and head.verdict == Verdict.INCONCLUSIVE
+    assert "4 blocks cannot reach p < 0.05" in head.reason
+    assert "at least 6 blocks are needed, 2 more" in head.reason
+    assert head.more_blocks == 2
+    assert head.ratio is not None and head.ratio < 0.2  # the figures are still shown
+    assert c.verdict == Verdict.INCONCLUSIVE
+
+
+def test_too_few_unpaired_boots_is_inconclusive() -> None:
     a = summary_only_results("base", baseline="base", maxima_by_boot=[[1, 2], [1.5, 2.5]])
     b = summary_only_results("cand", baseline="base", maxima_by_boot=[[0.1, 0.2], [0.15, 0.25]])
     c = stats.compare([a, b])
     head = c.candidates[0].headline
-    assert head is not None and head.verdict == Verdict.INCONCLUSIVE
-    assert "too few runs: 4 (baseline) and 4 (candidate)" in head.reason
-    assert head.ratio == pytest.approx(0.1)  # the figures are still shown
-    assert c.verdict == Verdict.INCONCLUSIVE
-
-
-def test_min_effect() -> None:
-    rng = np.random.default_rng(3)
-    base = [list(rng.normal(10, 0.01, 10)) for _ in range(3)]
-    cand = [[v * 0.98 for v in boot] for boot in base]
+    assert head is not None and head.method == "unpaired"
+    assert head.verdict == Verdict.INCONCLUSIVE
+    assert "2 + 2 boots cannot reach p < 0.05" in head.reason
+    assert "at least 4 boots a side are needed" in head.reason
+    assert head.ratio == pytest.approx(0.1, rel=1e-4)  # the figures are still shown
+    # 3 boots against 3 cannot reach 0.05 either (the smallest p is 2/20)
+    three = [[1.0, 2.0]] * 3
     c = stats.compare(
         [
-            summary_only_results("base", baseline="base", maxima_by_boot=base),
-            summary_only_results("cand", baseline="base", maxima_by_boot=cand),
+            summary_only_results("base", baseline="base", maxima_by_boot=three),
+            summary_only_results("cand", baseline="base", maxima_by_boot=[[0.1, 0.2]] * 3),
         ]
     )
     head = c.candidates[0].headline
-    assert head is not None and head.verdict == Verdict.NO_CHANGE
-    assert "smaller than the minimum effect 5%" in head.reason
+    assert head is not None and head.verdict == Verdict.INCONCLUSIVE
+    assert "3 + 3 boots cannot reach p < 0.05" in head.reason
+
+
+def test_five_blocks_cannot_decide_six_can() -> None:
+    """However large the effect, 5 blocks' smallest p is 2/32 > 0.05; 6 blocks' is 2/64."""
+    five = stats.compare([_side("base", 1, blocks=5), _side("cand", 2, blocks=5, scale=0.1)])
+    head = five.candidates[0].headline
+    assert head is not None and head.blocks == 5 and head.ratio is not None and head.ratio < 0.2
+    assert head.verdict == Verdict.INCONCLUSIVE
+    assert "at least 6 blocks are needed, 1 more" in head.reason and head.more_blocks == 1
+    assert all(mc.verdict not in CHANGES for mc in five.candidates[0].metrics)
+    six = stats.compare([_side("base", 1, blocks=6), _side("cand", 2, blocks=6, scale=0.1)])
+    head = six.candidates[0].headline
+    assert head is not None and head.blocks == 6
+    assert head.verdict == Verdict.IMPROVED, head.reason
+    assert head.p_value == pytest.approx(2 / 64)
+
+
+@pytest.mark.parametrize("blocked", [True, False])
+def test_one_boot_a_side_never_decides(blocked: bool) -> None:
+    rng = np.random.default_rng(5)
+    a = _lognormal_side("base", rng, boots=1, runs=50, blocked=blocked)
+    b = _lognormal_side("cand", rng, scale=0.01, boots=1, runs=50, blocked=blocked)
+    c = stats.compare([a, b])
+    cand = c.candidates[0]
+    assert cand.headline is not None
+    assert cand.headline.method == ("paired" if blocked else "unpaired")
+    assert cand.verdict == Verdict.INCONCLUSIVE
+    assert all(mc.verdict not in CHANGES for mc in cand.metrics)
+    assert any("'cand' rests on a single boot" in w for w in c.warnings)
+
+
+def test_a_hung_run_is_the_worst_value() -> None:
+    # 12 blocks, so that the exploratory latency metrics can pass Holm's adjustment too
+    base = _side("base", 1, blocks=12)
+    # a candidate twice as fast whose runs all hang: regressed, never improved
+    hung = stats.compare([base, _hang(_side("cand", 2, blocks=12, scale=0.5))])
+    cand = hung.candidates[0]
+    assert cand.verdict == Verdict.REGRESSED
+    for key in ("max_ms", "mean_ms", "p50_ms", "p99_ms", "above_1ms", "hang_rate"):
+        mc = cand.metric(key)
+        assert mc is not None and mc.verdict == Verdict.REGRESSED, (key, mc)
+    assert not any(mc.verdict == Verdict.IMPROVED for mc in cand.metrics)
+    assert any("'cand' hung in 24 of 24 runs" in w for w in hung.warnings)
+    # one hung run of two in every boot: the boot's maximum is the hung run's, the worst
+    half = stats.compare([base, _hang(_side("cand", 2, blocks=12, scale=0.5), every=False)])
+    head = half.candidates[0].headline
+    assert head is not None and head.method == "paired" and head.verdict == Verdict.REGRESSED
+
+
+def test_a_side_that_always_hung_is_still_paired_by_block() -> None:
+    c = stats.compare([_side("base", 1), _hang(_side("cand", 2))])
+    head = c.candidates[0].headline
+    assert head is not None and head.method == "paired"
+
+
+def test_smallest_effect_and_equivalence() -> None:
+    rng = np.random.default_rng(3)
+    base = [list(rng.normal(10, 0.01, 3)) for _ in range(10)]
+    other = [list(rng.normal(10, 0.01, 3)) for _ in range(10)]
+
+    def compare(cand: list[list[float]], **options: Any) -> stats.MetricComparison:
+        sides = [
+            summary_only_results("base", baseline="base", maxima_by_boot=base),
+            summary_only_results("cand", baseline="base", maxima_by_boot=cand),
+        ]
+        for rf in sides:
+            for boot in rf.boots:
+                boot["block"] = int(boot["id"].rsplit("-", 1)[1])
+            for run in rf.runs:
+                run["block"] = int(run["boot"].rsplit("-", 1)[1])
+        head = stats.compare(sides, StatsOptions(**options)).candidates[0].headline
+        assert head is not None and head.blocks == 10
+        return head
+
+    # A/A with tiny noise over 10 blocks: the interval lies well inside ±5%
+    aa = compare(other)
+    assert aa.verdict == Verdict.EQUIVALENT
+    assert "lies inside ±5% (the smallest effect of interest)" in aa.reason
+    # a real 2% change: within the smallest effect of 5%, a change beyond one of 1%
+    two = [[v * 0.98 for v in boot] for boot in base]
+    assert compare(two).verdict == Verdict.EQUIVALENT
+    small = compare(two, smallest_effect=0.01)
+    assert small.verdict == Verdict.IMPROVED and small.ratio == pytest.approx(0.98, abs=0.001)
+    # a 10% change is no equivalence
+    assert compare([[v * 0.9 for v in boot] for boot in base]).verdict == Verdict.IMPROVED
+    with pytest.raises(UserError, match="smallest effect"):
+        StatsOptions(smallest_effect=1.5)
+
+
+def test_smallest_effect_from_the_experiment() -> None:
+    a, b = _side("base", 1), _side("cand", 2)
+    for rf in (a, b):
+        rf.provenance["workload"] = {**rf.provenance["workload"], "smallest_effect_pct": 2}
+    c = stats.compare([a, b])
+    assert c.smallest_effect == pytest.approx(0.02)
+    assert stats.compare([a, b], StatsOptions(smallest_effect=0.1)).smallest_effect == 0.1
+
+
+def test_unpaired_when_the_run_ids_differ() -> None:
+    a = _side("base", 1)
+    b = _side("cand", 2, scale=0.5, prov=provenance("cand", run_id="another-run"))
+    c = stats.compare([a, b])
+    head = c.candidates[0].headline
+    assert head is not None and head.method == "unpaired" and head.blocks == 0
+    assert head.units == "8 + 8 boots" and head.log_ratios == ()
+    assert head.verdict == Verdict.IMPROVED, head.reason
+    assert any("The sides are not paired by block" in w for w in c.warnings)
+    assert not c.candidates[0].differences  # a run id is no reason to refuse a comparison
+    paired = stats.compare([a, _side("cand", 2, scale=0.5)])
+    assert paired.candidates[0].headline.method == "paired"  # type: ignore[union-attr]
+    assert not any("not paired" in w for w in paired.warnings)
 
 
 # ---------------------------------------------------------------- comparability, options
@@ -353,16 +534,38 @@ def test_single_boot_warning() -> None:
 def test_headline_choice() -> None:
     pair = _pair()
     assert stats.compare(pair).headline == "max_ms"
-    assert stats.compare(pair, StatsOptions(headline="mean_ms")).headline == "mean_ms"
+    chosen = stats.compare(pair, StatsOptions(headline="mean_ms"))
+    assert chosen.headline == "mean_ms"
+    assert not chosen.post_hoc  # nothing was declared, so nothing was chosen after the run
     named = [replace(r) for r in pair]
     for r in named:
         r.provenance = {
             **r.provenance,
             "workload": {**r.provenance["workload"], "headline": "mean_ms"},
         }
-    assert stats.compare(named).headline == "mean_ms"
+    declared = stats.compare(named)
+    assert declared.headline == declared.declared_headline == "mean_ms"
+    assert not declared.post_hoc and not declared.candidates[0].headline.post_hoc  # type: ignore[union-attr]
+    assert not stats.compare(named, StatsOptions(headline="mean_ms")).post_hoc
     with pytest.raises(UserError, match="no metric named 'p42'"):
         stats.compare(pair, StatsOptions(headline="p42"))
+
+
+def test_a_headline_chosen_after_the_run_is_marked() -> None:
+    a, b = _side("base", 1), _side("cand", 2, scale=0.5)
+    for rf in (a, b):
+        rf.provenance["workload"] = {**rf.provenance["workload"], "headline": "mean_ms"}
+    c = stats.compare([a, b], StatsOptions(headline="max_ms"))
+    assert c.headline == "max_ms" and c.declared_headline == "mean_ms" and c.post_hoc
+    cand = c.candidates[0]
+    head = cand.headline
+    assert head is not None and head.metric == "max_ms" and head.post_hoc
+    assert head.family == "headline"
+    assert not any(mc.post_hoc for mc in cand.metrics if mc is not head)
+    assert cand.metric("mean_ms").family == "exploratory"  # type: ignore[union-attr]
+    assert any(
+        "'max_ms' was chosen after the run" in w and "declared 'mean_ms'" in w for w in c.warnings
+    )
 
 
 def test_options_are_checked() -> None:
@@ -383,22 +586,36 @@ def test_baseline_must_have_results() -> None:
 
 
 def test_several_candidates_each_against_the_baseline() -> None:
-    rng = np.random.default_rng(8)
-    base = _lognormal_side("base", rng)
-    same = _lognormal_side("same", rng)
-    better = _lognormal_side("better", rng, scale=0.4)
+    common: dict[str, Any] = {"blocks": 12, "boot_sd": 0.05, "ops": 1000}
+    base = synthetic_results("base", baseline="base", runs=24, boots=12, seed=1, ops=1000)
+    same = _side("same", 2, **common)
+    better = _side("better", 3, scale=0.4, **common)
     c = stats.compare([same, better, base])
     assert c.baseline == "base"
     assert [s.variant for s in c.summaries] == ["base", "same", "better"]
     assert [x.candidate for x in c.candidates] == ["same", "better"]
-    assert c.candidates[1].verdict == Verdict.IMPROVED
-    assert c.candidates[0].verdict == Verdict.NO_CHANGE
-    # the headline family holds both candidates: Holm multiplies the smaller p by 2
-    heads = [x.headline for x in c.candidates]
-    assert heads[0] is not None and heads[1] is not None
-    ps = [h.p_value for h in heads]
-    assert ps[0] is not None and ps[1] is not None
-    assert heads[1].p_adjusted == pytest.approx(min(1.0, 2 * min(ps)))
+    assert c.candidates[1].verdict == Verdict.IMPROVED, c.candidates[1].headline
+    assert c.candidates[0].verdict not in CHANGES
+    # one error budget: each headline is tested at alpha split over the candidates, unadjusted
+    for x in c.candidates:
+        head = x.headline
+        assert head is not None and head.family == "headline"
+        assert head.level == pytest.approx(0.025)
+        assert head.p_adjusted == head.p_value
+    # every exploratory metric of every candidate is one Holm family
+    exploratory = [mc for x in c.candidates for mc in x.metrics if mc.family == "exploratory"]
+    assert len(exploratory) == 2 * (len(c.candidates[0].metrics) - 1)
+    ps = [mc.p_value for mc in exploratory]
+    assert all(p is not None for p in ps)
+    assert [mc.p_adjusted for mc in exploratory] == pytest.approx(stats.holm(ps))  # type: ignore[arg-type]
+    assert all(mc.p_adjusted >= mc.p_value for mc in exploratory)  # type: ignore[operator]
+    assert all(mc.level == 0.05 for mc in exploratory)
+    # so the same metric of 'better' is adjusted less against the baseline alone
+    alone = stats.compare([base, better]).candidates[0]
+    together = c.candidates[1]
+    p50 = alone.metric("p50_ms"), together.metric("p50_ms")
+    assert p50[0] is not None and p50[1] is not None and p50[0].p_value == p50[1].p_value
+    assert p50[0].p_adjusted < p50[1].p_adjusted  # type: ignore[operator]
 
 
 def test_noise_floor_comparison() -> None:

@@ -1,54 +1,27 @@
-"""Statistics: per-variant summaries, comparisons against the baseline, verdicts.
+"""Statistics: per-boot values, per-variant summaries, verdicts against the baseline.
 
-Input is one results file per variant (:mod:`orchestrator.results`). Every figure is computed
-from per-run values: a run is one mapper execution, and the metrics in :data:`METRICS` turn
-each completed run into one number (its maximum, its mean, its share of operations slower
-than 1 ms, ...). Hung runs have no record; they are counted, not measured.
+Input is one results file per variant (:mod:`orchestrator.results`). This module turns a
+results file into arrays (:func:`extract`: per-run values of every metric, histograms, the
+block and boot of every run, hung runs) and describes each variant over its runs
+(:func:`summarize`: distributions, the between/within-boot variance split, merged
+per-operation latency).
 
-Why runs are not treated as independent samples (Kalibera and Jones, "Rigorous benchmarking
-in reasonable time", ISMM 2013): runs inside one boot share the kernel's memory layout, the
-host's noise and the guest's state, so their spread understates the spread between boots.
-Hence:
+The verdicts are not computed over runs: runs inside one boot are sub-samples of that boot,
+not independent replicates. :mod:`~orchestrator.stats.boots` reduces each boot to one value
+per metric, :mod:`~orchestrator.stats.inference` holds the exact tests, intervals and the
+sequential level, and :mod:`~orchestrator.stats.verdicts` decides (see its docstring for the
+rules). :mod:`~orchestrator.stats.simulate` generates hierarchical results for calibrating
+them (``ci/bench/verdicts.py``).
 
-* intervals come from a two-level (hierarchical) bootstrap: resample boots with
-  replacement, then runs with replacement inside each chosen boot;
-* the rank test's p-value is corrected for runs sharing a boot (a design effect from the
-  intraclass correlation of the ranks within boots);
-* each summary splits the variance of a metric into a between-boot and a within-boot
-  component (one-way random-effects ANOVA, the estimator Kalibera and Jones use);
-* a comparison warns when a side rests on fewer than three boots.
-
-Verdict rules, for each metric of each candidate against the baseline:
-
-1. *inconclusive* when the sides are not comparable (see :func:`comparability`) and
-   ``force`` is off, when either side has no value for the metric, or when either side
-   has fewer than ``min_runs`` values.
-2. Otherwise the two-sided Mann-Whitney U test (scipy) over runs gives a p-value. When
-   runs of a boot are alike (intraclass correlation of the pooled ranks within boots
-   ICC > 0), the normal approximation's z is divided by the square root of Kish's design
-   effect 1 + (m - 1) ICC, m the mean boot size weighted by size (the large-sample
-   approach of Rosner, Glynn and Lee, 2003); with ICC = 0 it is scipy's p unchanged.
-   The p-values are adjusted with Holm's step-down method in two families: the headline
-   metric across candidates (the pre-registered primary question), and every other metric
-   across all candidates (the secondary family), so that an A/A run does not find
-   changes by chance in either.
-3. The interval: the hierarchical bootstrap distribution of the ratio of medians
-   (candidate / baseline), cut at percentiles expanded for few independent units
-   (Hesterberg's expanded percentile interval, with n = min(runs per side) / design
-   effect): a plain 2.5/97.5 % interval from few boots is too narrow.
-4. *improved* or *regressed* when the adjusted p is below ``alpha``, the 95 % interval
-   excludes 1, and the ratio differs from 1 by at least ``min_effect``; the direction
-   follows the metric's better side. *no significant change* otherwise.
-
-A candidate's verdict is its headline metric's verdict.
+The run-level helpers further down (the two-level bootstrap, the clustered Mann-Whitney) serve
+the nightly history's check, which pools nights rather than pairing blocks.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
 from functools import cache
@@ -60,10 +33,10 @@ import numpy.typing as npt
 from scipy.stats import mannwhitneyu, norm, rankdata
 from scipy.stats import t as student_t
 
-from .errors import UserError
-from .metrics import METRIC_BY_KEY, METRICS, TAIL_THRESHOLDS_MS, Metric, metric, tail_key
-from .results import ResultsFile
-from .workloads.maps_contention.histogram import (
+from ..errors import UserError
+from ..metrics import METRIC_BY_KEY, METRICS, TAIL_THRESHOLDS_MS, Metric, metric, tail_key
+from ..results import ResultsFile
+from ..workloads.maps_contention.histogram import (
     MIN_NS,
     NBUCKETS,
     OCTAVES,
@@ -84,8 +57,9 @@ class Verdict(StrEnum):
 
     IMPROVED = "improved"
     REGRESSED = "regressed"
-    NO_CHANGE = "no significant change"
+    EQUIVALENT = "equivalent"
     INCONCLUSIVE = "inconclusive"
+    NO_CHANGE = "no significant change"  # the nightly history's check only
 
 
 @dataclass(frozen=True)
@@ -100,6 +74,10 @@ class StatsOptions:
     headline: str | None = None
     force: bool = False
     baseline: str | None = None
+    # the smallest change that matters (a fraction); None: the experiment's, else 5%
+    smallest_effect: float | None = None
+    # looked after every block up to this many (--until-decisive); None: as the results say
+    max_blocks: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -109,6 +87,10 @@ class StatsOptions:
             problems.append(f"the minimum effect must not be negative, not {self.min_effect}")
         if self.min_runs < 2:
             problems.append(f"the minimum number of runs must be at least 2, not {self.min_runs}")
+        if self.smallest_effect is not None and not 0 < self.smallest_effect < 1:
+            problems.append(
+                f"the smallest effect must lie between 0 and 1, not {self.smallest_effect}"
+            )
         if self.resamples < 100:
             problems.append(f"use at least 100 bootstrap resamples, not {self.resamples}")
         if problems:
@@ -137,6 +119,10 @@ class VariantData:
     hist_unmap: IntArray | None
     hangs: int
     summary_only: int
+    # per completed run, its block (-1 when the results carry none); per hung run, its
+    # boot id and block: a hang is the worst value, not a missing one
+    run_blocks: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    hung_runs: tuple[tuple[str, int], ...] = ()
 
 
 def _check_layout(obj: Any, where: str) -> list[Any]:
@@ -260,17 +246,34 @@ def extract(results: ResultsFile) -> VariantData:
     ``{"max_ms", "mean_ms"}`` pair (imported data). Raises :class:`UserError` naming the run.
     """
     completed: list[tuple[str, Mapping[str, Any]]] = []
-    hangs = 0
+    blocks: list[int] = []
+    hung: list[tuple[str, int]] = []
+    block_of_boot = {
+        (str(b.get("id")), int(b.get("attempt") or 1)): b.get("block")
+        for b in results.boots
+        if isinstance(b, Mapping)
+    }
     for n, run in enumerate(results.runs):
         if not isinstance(run, Mapping):
             raise UserError(f"results of '{results.variant}': runs[{n}] is not an object")
         record = run.get("record")
+        boot = str(run.get("boot", f"{results.variant}-?"))
+        attempt = run.get("attempt") or 1
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise UserError(f"results of '{results.variant}': runs[{n}].attempt is {attempt!r}")
+        block = run.get("block", block_of_boot.get((boot, attempt)))
+        if block is not None and (not isinstance(block, int) or isinstance(block, bool)):
+            raise UserError(f"results of '{results.variant}': runs[{n}].block is {block!r}")
+        # a boot booted again (a resumed run) is another boot: its own cluster
+        key = boot if attempt == 1 else f"{boot}#{attempt}"
         if run.get("hang") or record is None:
-            hangs += 1
+            hung.append((key, -1 if block is None else block))
             continue
         if not isinstance(record, Mapping):
             raise UserError(f"results of '{results.variant}': runs[{n}].record is not an object")
-        completed.append((str(run.get("boot", f"{results.variant}-?")), record))
+        completed.append((key, record))
+        blocks.append(-1 if block is None else block)
+    hangs = len(hung)
 
     n_runs = len(completed)
     index_of: dict[str, int] = {}
@@ -337,6 +340,8 @@ def extract(results: ResultsFile) -> VariantData:
         hist_unmap=hist_unmap,
         hangs=hangs,
         summary_only=n_runs - len(full),
+        run_blocks=np.array(blocks, dtype=np.int64),
+        hung_runs=tuple(hung),
     )
 
 
@@ -769,38 +774,6 @@ def mann_whitney_p(candidate: FloatArray, baseline: FloatArray, deff: float = 1.
 
 
 @dataclass(frozen=True)
-class MetricComparison:
-    """One metric of one candidate against the baseline."""
-
-    metric: str
-    family: str  # "headline" or "secondary"
-    n_baseline: int
-    n_candidate: int
-    boots_baseline: int
-    boots_candidate: int
-    baseline_median: float | None
-    candidate_median: float | None
-    ratio: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float | None
-    p_adjusted: float | None
-    design_effect: float | None
-    verdict: Verdict
-    reason: str
-
-    @property
-    def spec(self) -> Metric:
-        """The metric's definition."""
-        return METRIC_BY_KEY[self.metric]
-
-    @property
-    def change_pct(self) -> float | None:
-        """(ratio - 1) in percent."""
-        return None if self.ratio is None else 100.0 * (self.ratio - 1.0)
-
-
-@dataclass(frozen=True)
 class Difference:
     """A provenance field that differs between the baseline and a candidate."""
 
@@ -808,71 +781,6 @@ class Difference:
     label: str
     baseline: Any
     candidate: Any
-
-
-@dataclass(frozen=True)
-class CandidateComparison:
-    """A candidate against the baseline: every metric, and whether they can be compared."""
-
-    candidate: str
-    verdict: Verdict
-    metrics: tuple[MetricComparison, ...]
-    differences: tuple[Difference, ...]
-
-    @property
-    def comparable(self) -> bool:
-        """True when no comparability field differs."""
-        return not self.differences
-
-    @property
-    def headline(self) -> MetricComparison | None:
-        """The headline metric's comparison (absent only when neither side has the metric)."""
-        return next((m for m in self.metrics if m.family == "headline"), None)
-
-    def metric(self, key: str) -> MetricComparison | None:
-        """The comparison of metric ``key``, if it was compared."""
-        return next((m for m in self.metrics if m.metric == key), None)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Everything a report shows: summaries, comparisons, warnings, the A/A noise floor."""
-
-    experiment: str
-    baseline: str
-    headline: str
-    options: StatsOptions
-    summaries: tuple[Summary, ...]  # the baseline first, then the candidates
-    candidates: tuple[CandidateComparison, ...]
-    warnings: tuple[str, ...]
-    provenance: Mapping[str, Mapping[str, Any]]
-    emulated: bool
-    noise_floor: Comparison | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def comparable(self) -> bool:
-        """True when every candidate is comparable with the baseline."""
-        return all(c.comparable for c in self.candidates)
-
-    @property
-    def forced(self) -> bool:
-        """True when verdicts were given although the sides are not comparable."""
-        return self.options.force and not self.comparable
-
-    @property
-    def verdict(self) -> Verdict:
-        """Overall: regressed if any candidate regressed, else inconclusive if any is,
-        else improved if any improved, else no significant change."""
-        found = {c.verdict for c in self.candidates}
-        for v in (Verdict.REGRESSED, Verdict.INCONCLUSIVE, Verdict.IMPROVED):
-            if v in found:
-                return v
-        return Verdict.NO_CHANGE
-
-    def summary(self, variant: str) -> Summary:
-        """The summary of ``variant``."""
-        return next(s for s in self.summaries if s.variant == variant)
 
 
 COMPARABILITY_FIELDS: tuple[tuple[str, str], ...] = (
@@ -883,7 +791,7 @@ COMPARABILITY_FIELDS: tuple[tuple[str, str], ...] = (
     ("host_cpu", "host CPU model"),
 )
 # The sample size is the statistics' business, not a reason the sides measure different things.
-WORKLOAD_FIELDS_IGNORED = frozenset({"runs", "boots"})
+WORKLOAD_FIELDS_IGNORED = frozenset({"runs", "boots", "blocks", "headline", "smallest_effect_pct"})
 
 
 def comparability(baseline: ResultsFile, candidate: ResultsFile) -> tuple[Difference, ...]:
@@ -914,16 +822,6 @@ def _is_emulated(provenance: Mapping[str, Any]) -> bool:
     return "tcg" in str(provenance.get("accel") or "").lower()
 
 
-def _headline(results: Sequence[ResultsFile], options: StatsOptions) -> str:
-    if options.headline:
-        return metric(options.headline).key
-    for r in results:
-        named = (r.provenance.get("workload") or {}).get("headline")
-        if named:
-            return metric(str(named)).key
-    return DEFAULT_HEADLINE
-
-
 def _baseline(results: Sequence[ResultsFile], options: StatsOptions) -> str:
     names = [r.variant for r in results]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -952,309 +850,38 @@ def _baseline(results: Sequence[ResultsFile], options: StatsOptions) -> str:
     return chosen
 
 
-class _Resampler:
-    """Bootstrap multiplicities per (variant, set of runs), drawn once and reused by every
-    metric; seeded from the options' seed, the variant name and the runs, so a figure does
-    not change when other metrics or variants are added."""
+# the verdicts build on everything above
+from .verdicts import (  # noqa: E402
+    DECISIVE,
+    CandidateComparison,
+    Comparison,
+    DesignAdvice,
+    MetricComparison,
+    compare,
+    compare_noise_floor,
+    describe_headline,
+    noise_floor_pct,
+)
 
-    def __init__(self, options: StatsOptions) -> None:
-        self.options = options
-        self.cache: dict[tuple[str, bytes], npt.NDArray[np.int32]] = {}
-
-    def medians(
-        self, data: VariantData, keep: npt.NDArray[np.bool_], values: FloatArray
-    ) -> FloatArray:
-        key = (data.variant, np.packbits(keep).tobytes())
-        counts = self.cache.get(key)
-        if counts is None:
-            seed = np.random.SeedSequence(
-                [
-                    self.options.seed,
-                    zlib.crc32(data.variant.encode()),
-                    zlib.crc32(key[1]),
-                    int(keep.sum()),
-                ]
-            )
-            counts = resample_counts(
-                data.boot_codes[keep], self.options.resamples, np.random.default_rng(seed)
-            )
-            self.cache[key] = counts
-        return resampled_medians(values, counts)
-
-
-def _compare_metric(
-    m: Metric,
-    base: VariantData,
-    cand: VariantData,
-    family: str,
-    resampler: _Resampler,
-) -> MetricComparison | None:
-    bv, cv = base.values[m.key], cand.values[m.key]
-    bkeep, ckeep = ~np.isnan(bv), ~np.isnan(cv)
-    b, c = bv[bkeep], cv[ckeep]
-    if b.size == 0 and c.size == 0:
-        return None
-    nb_boots = np.unique(base.boot_codes[bkeep]).size
-    nc_boots = np.unique(cand.boot_codes[ckeep]).size
-    common: dict[str, Any] = dict(
-        metric=m.key, family=family, n_baseline=int(b.size), n_candidate=int(c.size),
-        boots_baseline=int(nb_boots), boots_candidate=int(nc_boots),
-        baseline_median=float(np.median(b)) if b.size else None,
-        candidate_median=float(np.median(c)) if c.size else None,
-    )  # fmt: skip
-    if b.size == 0 or c.size == 0:
-        side = "baseline" if b.size == 0 else "candidate"
-        why = "summary-only runs, no histograms" if m.needs_histogram else "no completed runs"
-        return MetricComparison(
-            **common, ratio=None, ci_low=None, ci_high=None, p_value=None, p_adjusted=None,
-            design_effect=None,
-            verdict=Verdict.INCONCLUSIVE, reason=f"no values on the {side} side ({why})",
-        )  # fmt: skip
-    ratio = float(median_ratio(common["candidate_median"], common["baseline_median"]))
-    ratios = median_ratio(
-        resampler.medians(cand, ckeep, c),
-        resampler.medians(base, bkeep, b),
-    )
-    ratios = ratios[~np.isnan(ratios)]
-    deff = design_effect(c, cand.boot_codes[ckeep], b, base.boot_codes[bkeep])
-    units = min(b.size, c.size) / deff
-    tail = expanded_tail(0.05, units)
-    low, high = (float(x) for x in np.quantile(ratios, [tail, 1.0 - tail], method="inverted_cdf"))
-    enough = b.size >= resampler.options.min_runs and c.size >= resampler.options.min_runs
-    p = mann_whitney_p(c, b, deff) if enough else None
-    return MetricComparison(
-        **common, ratio=ratio, ci_low=low, ci_high=high, p_value=p, p_adjusted=None,
-        design_effect=deff,
-        verdict=Verdict.INCONCLUSIVE,
-        reason="" if enough else (
-            f"too few runs: {b.size} (baseline) and {c.size} (candidate);"
-            f" at least {resampler.options.min_runs} per side are needed"
-        ),
-    )  # fmt: skip
-
-
-def _decide(mc: MetricComparison, options: StatsOptions, comparable: bool) -> MetricComparison:
-    if mc.p_value is None or mc.p_adjusted is None or mc.ratio is None:
-        return mc
-    if not comparable and not options.force:
-        return replace(
-            mc,
-            verdict=Verdict.INCONCLUSIVE,
-            reason="the sides are not comparable (see what differs); --force gives verdicts anyway",
-        )
-    assert mc.ci_low is not None and mc.ci_high is not None
-    p_text = "p < 0.001" if mc.p_adjusted < 0.001 else f"p = {mc.p_adjusted:.3g}"
-    if mc.p_adjusted >= options.alpha:
-        return replace(
-            mc,
-            verdict=Verdict.NO_CHANGE,
-            reason=f"Holm-adjusted {p_text} is not below {options.alpha:g}",
-        )
-    if mc.ci_low <= 1.0 <= mc.ci_high:
-        return replace(
-            mc, verdict=Verdict.NO_CHANGE,
-            reason=f"Holm-adjusted {p_text}, but the boot-resampled 95% interval"
-            f" [{mc.ci_low:.3g}, {mc.ci_high:.3g}] of the ratio includes 1",
-        )  # fmt: skip
-    if abs(mc.ratio - 1.0) < options.min_effect:
-        return replace(
-            mc, verdict=Verdict.NO_CHANGE,
-            reason=f"significant ({p_text}) but the change {100 * (mc.ratio - 1):+.1f}% is"
-            f" smaller than the minimum effect {100 * options.min_effect:g}%",
-        )  # fmt: skip
-    lower_is_better = mc.spec.better == "lower"
-    better = (mc.ratio < 1.0) == lower_is_better
-    return replace(
-        mc, verdict=Verdict.IMPROVED if better else Verdict.REGRESSED,
-        reason=f"median {100 * (mc.ratio - 1):+.1f}%, 95% interval of the ratio"
-        f" [{mc.ci_low:.3g}, {mc.ci_high:.3g}], Holm-adjusted {p_text}",
-    )  # fmt: skip
-
-
-def _warnings(
-    datas: Sequence[VariantData], summaries: Sequence[Summary], emulated: bool, headline: str
-) -> list[str]:
-    out = []
-    if emulated:
-        advice = (
-            f" The headline metric here is '{headline}'; under TCG the per-operation tail"
-            " shares (e.g. --headline above_1ms) separate variants where per-run maxima do not."
-            if headline in ("max_ms", "mean_ms")
-            else ""
-        )
-        out.append(
-            "Emulated timing (QEMU TCG): latencies include the emulator's own delays and are"
-            " not what hardware shows; compare directions, not magnitudes." + advice
-        )
-    for s in summaries:
-        if s.single_boot:
-            out.append(
-                f"The evidence for '{s.variant}' rests on a single boot: its runs share one"
-                " boot's memory layout and noise, so the intervals cannot include boot-to-boot"
-                " variation (Kalibera and Jones 2013). Use 3 or more boots per variant."
-            )
-        elif s.boots == 2 and s.runs > 2:
-            out.append(
-                f"'{s.variant}' ran in only 2 boots: the variation between boots is estimated"
-                " from two values, so verdicts on metrics whose spread lies between boots (see"
-                " the spread table) are less certain than alpha suggests. Use 3 or more boots."
-            )
-        if s.runs == 0:
-            out.append(f"'{s.variant}' has no completed run.")
-        if s.status != "complete":
-            reason = (s.interruption or {}).get("reason", "no reason recorded")
-            out.append(f"The results of '{s.variant}' are incomplete ({s.status}: {reason}).")
-        if s.boot_errors:
-            out.append(
-                f"'{s.variant}': {len(s.boot_errors)} boot(s) failed: " + "; ".join(s.boot_errors)
-            )
-        if s.hangs:
-            out.append(
-                f"'{s.variant}' hung in {s.hangs} of {s.runs + s.hangs} runs (hung runs are counted, not measured)."
-            )
-    by_reason: dict[str, list[str]] = {}
-    for d in datas:
-        if d.summary_only and d.summary_only == d.boot_codes.size:
-            reason = d.results.provenance.get("pairing") or "they carry only a maximum and a mean"
-            by_reason.setdefault(str(reason), []).append(f"'{d.variant}'")
-    for reason, names in by_reason.items():
-        out.append(
-            f"The runs of {' and '.join(names)} are summary-only: {reason}."
-            " Per-operation metrics are not available."
-        )
-    return out
-
-
-def compare(
-    results: Sequence[ResultsFile],
-    options: StatsOptions | None = None,
-    *,
-    noise_floor: Sequence[ResultsFile] | None = None,
-    labels: Mapping[str, str] | None = None,
-) -> Comparison:
-    """Compare every candidate's results with the baseline's.
-
-    ``options.baseline`` or the files' common ``baseline`` field names the baseline; every
-    other file is a candidate, in the order given. ``noise_floor`` takes the two results
-    files of an A/A run (the baseline on both sides); their comparison is attached as
-    :attr:`Comparison.noise_floor`. Raises :class:`UserError` for unusable input.
-    """
-    options = options or StatsOptions()
-    baseline_name = _baseline(results, options)
-    headline = _headline(results, options)
-    ordered = [r for r in results if r.variant == baseline_name] + [
-        r for r in results if r.variant != baseline_name
-    ]
-    datas = [extract(r) for r in ordered]
-    summaries = [summarize(d) for d in datas]
-    base = datas[0]
-    resampler = _Resampler(options)
-
-    drafts: list[tuple[str, list[MetricComparison], tuple[Difference, ...]]] = []
-    for cand in datas[1:]:
-        found = []
-        for m in METRICS:
-            mc = _compare_metric(
-                m, base, cand, "headline" if m.key == headline else "secondary", resampler
-            )
-            if mc is not None:
-                found.append(mc)
-        drafts.append((cand.variant, found, comparability(base.results, cand.results)))
-
-    # Holm within each family, across every candidate
-    for family in ("headline", "secondary"):
-        members = [
-            mc
-            for _, found, _ in drafts
-            for mc in found
-            if mc.family == family and mc.p_value is not None
-        ]
-        adjusted = holm([mc.p_value for mc in members if mc.p_value is not None])
-        fixed = {id(mc): replace(mc, p_adjusted=a) for mc, a in zip(members, adjusted, strict=True)}
-        for _, found, _ in drafts:
-            found[:] = [fixed.get(id(mc), mc) for mc in found]
-
-    candidates = []
-    for name, found, differences in drafts:
-        decided = tuple(_decide(mc, options, not differences) for mc in found)
-        head = next((mc for mc in decided if mc.family == "headline"), None)
-        verdict = head.verdict if head is not None else Verdict.INCONCLUSIVE
-        candidates.append(CandidateComparison(name, verdict, decided, differences))
-
-    emulated = any(_is_emulated(r.provenance) for r in ordered)
-    warnings = _warnings(datas, summaries, emulated, headline)
-    for c in candidates:
-        if c.headline is None:
-            warnings.append(
-                f"No side of '{c.candidate}' has values for the headline metric '{headline}'."
-            )
-    noise = None
-    if noise_floor is not None:
-        try:
-            noise = compare_noise_floor(
-                noise_floor, replace(options, baseline=None, force=True), headline
-            )
-        except UserError as exc:
-            warnings.append(f"The A/A noise floor is not shown: {exc.message}.")
-    if noise is not None:
-        changed = [
-            mc.metric
-            for c in noise.candidates
-            for mc in c.metrics
-            if mc.verdict in (Verdict.IMPROVED, Verdict.REGRESSED)
-        ]
-        if changed:
-            warnings.append(
-                "The A/A run (the baseline against itself) found significant differences in "
-                + ", ".join(changed)
-                + ": the set-up is noisier than the statistics assume; treat verdicts on these metrics with suspicion."
-            )
-    return Comparison(
-        experiment=ordered[0].experiment,
-        baseline=baseline_name,
-        headline=headline,
-        options=options,
-        summaries=tuple(summaries),
-        candidates=tuple(candidates),
-        warnings=tuple(warnings),
-        provenance={r.variant: r.provenance for r in ordered},
-        emulated=emulated,
-        noise_floor=noise,
-        labels=dict(labels or {}),
-    )
-
-
-def compare_noise_floor(
-    results: Sequence[ResultsFile], options: StatsOptions, headline: str | None = None
-) -> Comparison:
-    """Compare the two sides of an A/A run (the baseline kernel booted for both).
-
-    Both files may carry the same variant name; the sides are relabelled ``A`` and ``B``:
-    A is the file whose variant is its own baseline (``korch run --aa`` names the sides
-    ``<baseline>`` and ``<baseline>-aa``), else the first given. ``options.baseline`` is
-    ignored; ``headline`` defaults as in :func:`compare`.
-    """
-    if len(results) != 2:
-        raise UserError(
-            f"an A/A run has two results files, found {len(results)}",
-            hint="the noise floor is read from RUNDIR/aa/results/*.json",
-        )
-    results = sorted(results, key=lambda r: r.variant != r.baseline)
-    sides = [
-        replace(r, variant=label, baseline="A")
-        for r, label in zip(results, ("A", "B"), strict=True)
-    ]
-    labels = {"A": f"A ({results[0].variant})", "B": f"B ({results[1].variant})"}
-    chosen = headline or _headline(results, options)
-    return compare(sides, replace(options, headline=chosen, baseline=None), labels=labels)
-
-
-def noise_floor_pct(comparison: Comparison, key: str) -> float | None:
-    """Half-width in percent of the widest side of the A/A ratio interval for metric ``key``
-    (how far two runs of the same kernel can land apart); ``None`` without A/A data."""
-    if comparison.noise_floor is None or not comparison.noise_floor.candidates:
-        return None
-    mc = comparison.noise_floor.candidates[0].metric(key)
-    if mc is None or mc.ci_low is None or mc.ci_high is None:
-        return None
-    return 100.0 * max(abs(mc.ci_low - 1.0), abs(mc.ci_high - 1.0))
+__all__ = [
+    "DECISIVE",
+    "METRICS",
+    "METRIC_BY_KEY",
+    "TAIL_THRESHOLDS_MS",
+    "CandidateComparison",
+    "Comparison",
+    "DesignAdvice",
+    "Difference",
+    "Metric",
+    "MetricComparison",
+    "StatsOptions",
+    "Verdict",
+    "compare",
+    "compare_noise_floor",
+    "describe_headline",
+    "extract",
+    "metric",
+    "noise_floor_pct",
+    "summarize",
+    "tail_key",
+]

@@ -1,0 +1,171 @@
+"""One value per boot: the level at which korch's verdicts are computed.
+
+Runs inside one boot share the kernel's memory layout, the guest's state and the host's
+condition at that time; they are sub-samples of the boot, not independent replicates
+(Kalibera and Jones, "Rigorous benchmarking in reasonable time", 2013). So each boot (or, in
+a blocked run, each variant's boot in a block) is reduced to one value per metric:
+
+* shares of slow operations from the boot's pooled operation counts (every operation of
+  every run of the boot; a run with more operations weighs more, as it should);
+* maxima, means, percentiles and throughput as the median over the boot's runs.
+
+A hung run is not a missing value but the worst one: its latency is censored at the run's
+deadline (duration plus the hang grace), its share of slow operations at 1000 per mille, its
+throughput at 0. With a hung run in a boot, every metric of that boot is the median over its
+runs with the hung ones at the worst value, and the boot's hang rate counts them.
+
+Values are compared on the log scale (ratios are what a kernel developer reads); a metric
+that can be 0 (a share, a hang rate) gets a small offset before the log so that 0 against 0
+is no change and 0 against x is a large one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..metrics import METRICS, Metric
+from . import VariantData, share_above_rows
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+HANG_GRACE_S = 5.0  # the driver's watchdog: a mapper alive this long after its deadline hung
+# added before the log, per unit: far below any value a real run reports
+LOG_OFFSET = {"‰": 0.001, "ms": 1e-6, "ops/s": 1e-3}
+
+
+@dataclass(frozen=True)
+class BootValues:
+    """One metric of one variant: a value per boot (unit) and the unit's block."""
+
+    units: tuple[str, ...]
+    blocks: IntArray  # -1 when the results carry no block
+    values: FloatArray  # NaN where the boot has no value for the metric
+
+    def log(self, m: Metric) -> FloatArray:
+        """The values on the comparison scale (natural log, offset for zeros)."""
+        return np.log(self.values + LOG_OFFSET.get(m.unit, 0.0))
+
+
+def worst_value(m: Metric, duration_s: float) -> float:
+    """What a hung run counts as for metric ``m``."""
+    if m.key == "hang_rate":
+        return 1000.0
+    if m.unit == "‰":
+        return 1000.0
+    if m.unit == "ms":
+        return (duration_s + HANG_GRACE_S) * 1000.0
+    if m.better == "higher":
+        return 0.0
+    return math.inf
+
+
+def _duration(data: VariantData) -> float:
+    workload = data.results.provenance.get("workload")
+    value = workload.get("duration_s") if isinstance(workload, Mapping) else None
+    return float(value) if isinstance(value, int | float) and value > 0 else 10.0
+
+
+def boot_values(data: VariantData, by_block: bool) -> dict[str, BootValues]:
+    """Per metric, one value per unit: per block (every run of the variant in that block,
+    whatever boot attempt) when ``by_block``, else per boot. Units in first-seen order."""
+    run_units = (
+        [f"block {b}" for b in data.run_blocks]
+        if by_block
+        else [data.boot_ids[c] for c in data.boot_codes]
+    )
+    hung_units = [f"block {b}" if by_block else key for key, b in data.hung_runs]
+    order: dict[str, int] = {}
+    unit_block: list[int] = []
+    for unit, block in [
+        *zip(run_units, data.run_blocks.tolist(), strict=True),
+        *zip(hung_units, [b for _, b in data.hung_runs], strict=True),
+    ]:
+        if unit not in order:
+            order[unit] = len(order)
+            unit_block.append(int(block))
+    k = len(order)
+    codes = np.array([order[u] for u in run_units], dtype=np.int64)
+    hung = np.bincount(np.array([order[u] for u in hung_units], dtype=np.int64), minlength=k)
+    done = np.bincount(codes, minlength=k)
+    duration = _duration(data)
+    both = (
+        data.hist_map + data.hist_unmap
+        if data.hist_map is not None and data.hist_unmap is not None
+        else None
+    )
+    out: dict[str, BootValues] = {}
+    for m in METRICS:
+        vals = np.full(k, np.nan)
+        if m.key == "hang_rate":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vals = np.where(done + hung > 0, 1000.0 * hung / (done + hung), np.nan)
+        else:
+            per_run = data.values[m.key]
+            worst = worst_value(m, duration)
+            for u in range(k):
+                mine = per_run[codes == u]
+                mine = mine[~np.isnan(mine)]
+                if hung[u]:
+                    mine = np.concatenate([mine, np.full(hung[u], worst)])
+                    vals[u] = float(np.median(mine)) if mine.size else np.nan
+                elif mine.size == 0:
+                    continue
+                elif m.unit == "‰" and m.needs_histogram and both is not None:
+                    rows = both if m.key.startswith("above_") else _kind_rows(data, m.key)
+                    pooled = rows[codes == u].sum(axis=0)[None, :]
+                    vals[u] = float(share_above_rows(pooled, _threshold_ns(m.key))[0]) * 1000
+                else:
+                    vals[u] = float(np.median(mine))
+        out[m.key] = BootValues(
+            units=tuple(order), blocks=np.array(unit_block, dtype=np.int64), values=vals
+        )
+    return out
+
+
+def _kind_rows(data: VariantData, key: str) -> IntArray:
+    rows = data.hist_map if key.startswith("map_") else data.hist_unmap
+    assert rows is not None
+    return rows
+
+
+def _threshold_ns(key: str) -> float:
+    amount = key.rsplit("_", 1)[1]
+    if amount.endswith("us"):
+        return float(amount[:-2]) * 1e3
+    return float(amount[:-2]) * 1e6
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The blocks in which both sides booted, and the boots left without a partner."""
+
+    blocks: tuple[int, ...]
+    baseline: FloatArray  # log values, one per paired block
+    candidate: FloatArray
+    unpaired: tuple[str, ...]  # "variant block n" of boots whose block lacks the other side
+
+
+def pair(base: BootValues, cand: BootValues, m: Metric, base_name: str, cand_name: str) -> Pairing:
+    """Match the two sides' values by block (blocks where a side has no value are left out
+    and named in :attr:`Pairing.unpaired`)."""
+    bl = dict(zip(base.blocks.tolist(), base.log(m).tolist(), strict=True))
+    cl = dict(zip(cand.blocks.tolist(), cand.log(m).tolist(), strict=True))
+    bl = {b: v for b, v in bl.items() if not math.isnan(v)}
+    cl = {b: v for b, v in cl.items() if not math.isnan(v)}
+    common = tuple(sorted(set(bl) & set(cl)))
+    unpaired = tuple(
+        [f"{base_name} block {b}" for b in sorted(set(bl) - set(cl))]
+        + [f"{cand_name} block {b}" for b in sorted(set(cl) - set(bl))]
+    )
+    return Pairing(
+        blocks=common,
+        baseline=np.array([bl[b] for b in common]),
+        candidate=np.array([cl[b] for b in common]),
+        unpaired=unpaired,
+    )
