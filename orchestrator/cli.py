@@ -153,8 +153,14 @@ def _plan_options(p: argparse.ArgumentParser) -> None:
     _experiment_arg(p)
     p.add_argument("--runs", type=int, metavar="N", help="runs per boot (overrides workload.runs)")
     p.add_argument(
-        "--boots", type=int, metavar="N", help="boots per variant (overrides workload.boots)"
+        "--blocks",
+        type=int,
+        metavar="N",
+        help="blocks to run; a block boots every variant once, in a balanced random order"
+        " (overrides workload.blocks)",
     )
+    # the old name of --blocks (boots per variant), for older scripts and workflows
+    p.add_argument("--boots", type=int, dest="blocks", help=argparse.SUPPRESS)
     p.add_argument(
         "--duration",
         type=float,
@@ -184,7 +190,27 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         metavar="RUNDIR",
-        help="complete the missing runs of an interrupted run, with its saved settings",
+        help="complete the missing runs of an interrupted run, with its saved settings;"
+        " with --blocks N, extend a finished or interrupted run to N blocks",
+    )
+    p.add_argument(
+        "--until-decisive",
+        action="store_true",
+        help="stop after the first block that makes every candidate's headline verdict"
+        " decisive (improved, regressed or equivalent); the statistics then use the"
+        " sequential design's level",
+    )
+    p.add_argument(
+        "--max-blocks",
+        type=int,
+        metavar="N",
+        help="with --until-decisive: run at most N blocks (default: the plan's blocks)",
+    )
+    p.add_argument(
+        "--budget",
+        metavar="DURATION",
+        help="start no block that would end past DURATION from the start of the bench stage"
+        " (judged from the blocks so far): 90s, 30m, 1h or seconds",
     )
     p.add_argument(
         "--aa",
@@ -233,7 +259,8 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     cell_list = stages.plan_stage(exp, plan, rundir, stages.stage_reproduce(args.argv))
     console.print(
         f"{rundir}: plan of {plan.experiment}: variants {', '.join(plan.variants)},"
-        f" {plan.boots} boot(s) x {plan.runs} run(s) of {plan.duration_s:g} s each"
+        f" {plan.blocks} block(s) (order seed {plan.order_seed}) x {plan.runs} run(s)"
+        f" of {plan.duration_s:g} s a boot"
         + (f"; {len(cell_list)} matrix cells" if len(cell_list) > 1 else "")
     )
     return errors.EXIT_OK
@@ -245,7 +272,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         "--variant",
         action="append",
         metavar="NAME",
-        help="boot only this variant (repeatable; default: every variant, interleaved)",
+        help="boot only this variant (repeatable; default: every variant, block by block)",
     )
     p.add_argument("--cell", metavar="CELL", help="the matrix cell to run (see korch matrix)")
 

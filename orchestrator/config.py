@@ -88,13 +88,19 @@ class VmSpec:
 @dataclass(frozen=True)
 class WorkloadSpec:
     name: str = "maps-contention"
-    runs: int = 10
-    boots: int = 2
+    runs: int = 1  # per boot: runs of one boot are not independent, so few of them
+    blocks: int = 16  # a block boots every variant once; the boot is the unit of replication
     duration_s: float = 10.0
     region_mb: int = 128
     busy_ms: int = 2
     procfile: str = "maps"
     headline: str | None = None  # the metric whose verdict is the experiment's answer
+    smallest_effect_pct: float = 5.0  # the smallest change of the headline worth detecting
+
+    @property
+    def boots(self) -> int:
+        """The old name of :attr:`blocks` (boots per variant), kept for older callers."""
+        return self.blocks
 
 
 @dataclass(frozen=True)
@@ -409,8 +415,9 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
     if node is None:
         return WorkloadSpec()
     fields = {
-        "name": False, "runs": False, "boots": False, "duration_s": False,
+        "name": False, "runs": False, "blocks": False, "boots": False, "duration_s": False,
         "region_mb": False, "busy_ms": False, "procfile": False, "headline": False,
+        "smallest_effect_pct": False,
     }  # fmt: skip
     m = c.mapping(node, "workload", fields)
     if m is None:
@@ -418,9 +425,17 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
     kw: dict[str, Any] = {}
     if "name" in m:
         kw["name"] = c.string(m["name"], "workload.name", _one_of("maps-contention"))
-    for key in ("runs", "boots"):
-        if key in m:
-            kw[key] = c.scalar(m[key], f"workload.{key}", (int,), "an integer", _positive)
+    if "runs" in m:
+        kw["runs"] = c.scalar(m["runs"], "workload.runs", (int,), "an integer", _positive)
+    kw["blocks"] = _blocks(c, m)
+    if "smallest_effect_pct" in m:
+        kw["smallest_effect_pct"] = c.scalar(
+            m["smallest_effect_pct"],
+            "workload.smallest_effect_pct",
+            (float,),
+            "a number (percent)",
+            lambda v: None if 0 < v < 100 else "must be between 0 and 100 (percent)",
+        )
     if "busy_ms" in m:
         kw["busy_ms"] = c.scalar(
             m["busy_ms"], "workload.busy_ms", (int,), "a whole number of milliseconds", _positive
@@ -437,6 +452,23 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
     if "headline" in m:
         kw["headline"] = c.string(m["headline"], "workload.headline", _known_metric)
     return WorkloadSpec(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _blocks(c: _Checker, m: dict[str, yaml.Node]) -> int | None:
+    """``workload.blocks``, or ``workload.boots``: its old name (boots per variant, which is
+    what a block count is), still read so that older experiment files keep working."""
+    if "blocks" in m and "boots" in m:
+        c.problem(
+            m["boots"],
+            "workload.boots",
+            "give either blocks or boots (its old name), not both",
+        )
+        return None
+    key = "blocks" if "blocks" in m else "boots" if "boots" in m else None
+    if key is None:
+        return None
+    value = c.scalar(m[key], f"workload.{key}", (int,), "an integer", _positive)
+    return int(value) if value is not None else None
 
 
 # A matrix may vary what is decided at boot time (not what is built), so that every cell

@@ -1,8 +1,12 @@
 """The results file: ``results/<variant>.json`` in a run directory.
 
 One file per variant holds every run's raw figures and the provenance needed to judge
-whether two sides can be compared. ``korch run`` writes it (atomically, after every run,
-so an interrupted run keeps what it completed); ``korch report`` reads it.
+whether two sides can be compared. A boot's ``block`` is the block it belongs to (each block
+boots every variant once) and ``position`` its place in that block's order; a run row's
+``block`` and ``attempt`` name its physical boot (a resumed boot is a new one). Files written
+before blocks existed have neither, nor ``design``. ``korch run`` writes the file
+(atomically, after every run, so an interrupted run keeps what it completed); ``korch
+report`` reads it.
 
 Schema 1::
 
@@ -16,13 +20,19 @@ Schema 1::
         "config_sha256": "...", "patches": [{"file": "...", "subject": "..."}],
         "accel": "tcg", "accel_reason": "...", "qemu_version": "...", "vcpus": 4, "memory": "1G",
         "host_cpu": "...", "host": "...", "korch_version": "...", "reproduce": "korch run ...",
-        "workload": {"name": "maps-contention", "runs": 10, "duration_s": 10, "region_mb": 128,
-                     "busy_ms": 2, "procfile": "maps"},
+        "workload": {"name": "maps-contention", "runs": 1, "blocks": 16, "duration_s": 10,
+                     "region_mb": 128, "busy_ms": 2, "procfile": "maps", "headline": "above_1ms",
+                     "smallest_effect_pct": 5.0},
+        "design": {"blocks": 16, "runs": 1, "order_seed": 1,
+                   "sequential": null | {"max_blocks": 16},   (korch run --until-decisive)
+                   "blocks_run": 16, "stop": "ran the 16 planned blocks" | null (interrupted)},
         "placement": {...}, "source": "imported data ..." (optional, for imported data)
       },
-      "boots": [{"id": "per-vma-1", "started_at": "...", "ended_at": "...", "boot_s": 3.9,
+      "boots": [{"id": "per-vma-1", "attempt": 1, "block": 1, "position": 0,
+                 "started_at": "...", "ended_at": "...", "boot_s": 3.9,
                  "console": "boot/per-vma-1/console.log", "error": null}],
-      "runs": [{"boot": "per-vma-1", "index": 0, "seed": 1, "hang": false, "note": "",
+      "runs": [{"boot": "per-vma-1", "block": 1, "attempt": 1, "index": 0, "seed": 1,
+                "hang": false, "note": "",
                 "record": {<the mapper's JSON line, see workloads/maps_contention/result.py>}
                           | {"max_ms": 1.2, "mean_ms": 0.011}  (summary-only, imported data)
                           | null (a hang)}]

@@ -1,4 +1,4 @@
-"""``korch run``: build, image, boot rounds with variants interleaved, results, report.
+"""``korch run``: build, image, boot blocks of every variant, results, report.
 
 The run directory holds everything a later stage, a CI job or a person needs::
 
@@ -6,7 +6,7 @@ The run directory holds everything a later stage, a CI job or a person needs::
     RUNDIR/experiment.yaml          a copy of the experiment file
     RUNDIR/env.json                 host, QEMU, accelerator chosen and why
     RUNDIR/build/<variant>/         metadata.json, config, build.log, bzImage
-    RUNDIR/boot/<variant>-<n>/      console.log, qemu.log, qemu-argv.txt
+    RUNDIR/boot/<variant>-<block>/  console.log, qemu.log, qemu-argv.txt
     RUNDIR/results/<variant>.json   every run (see :mod:`orchestrator.results`)
     RUNDIR/aa/...                   the same for an A/A run (``--aa``)
     RUNDIR/cells/<cell>/...         a matrix cell's run (:mod:`orchestrator.stages`)
@@ -15,6 +15,14 @@ Results files are rewritten atomically after every run, so an interruption (Ctrl
 SIGTERM, a guest that died) keeps every completed run; the file is then marked
 ``interrupted`` with the failing boot, and ``korch run --resume RUNDIR`` completes what is
 missing with the same plan.
+
+A run is a sequence of *blocks*; a block boots every variant once, in an order drawn for it
+(:meth:`Plan.block_order`), so slow drift of the host and the position in a block hit every
+variant alike. The boot is the unit of replication: runs of one boot share its memory
+layout and its noise, so results record each run's block and boot attempt for the
+statistics to cluster on. With ``--until-decisive`` the run stops after the first block
+whose comparison is decisive (:meth:`Runner.bench`); ``--resume RUNDIR --blocks N``
+extends a run, and earlier blocks keep their order.
 
 ``korch run`` is the stages one after another on one machine (:meth:`Runner.prepare`, then
 :meth:`Runner.build_kernels`, :meth:`Runner.bench`, then the report); ``korch plan``,
@@ -28,6 +36,8 @@ import contextlib
 import json
 import os
 import platform
+import random
+import re
 import shlex
 import shutil
 import signal
@@ -60,11 +70,11 @@ class Plan:
 
     experiment: str
     experiment_file: str
-    variants: tuple[str, ...]  # the sides, in interleaving order
+    variants: tuple[str, ...]  # the sides
     kernels: dict[str, str]  # side -> variant whose kernel it boots (differs for --aa)
     baseline: str
-    boots: int
-    runs: int
+    blocks: int  # each side boots once per block; with until_decisive, the most blocks
+    runs: int  # per boot
     duration_s: float
     region_mb: int
     busy_ms: int
@@ -75,42 +85,123 @@ class Plan:
     seed: int
     aa: bool
     headline: str | None = None
+    order_seed: int = 1  # draws the order of the sides in each block
+    smallest_effect_pct: float = 5.0  # the smallest change of the headline worth detecting
+    until_decisive: bool = False  # stop after the first block whose comparison is decisive
+    max_blocks: int | None = None  # with until_decisive: the most blocks to run
+    budget_s: float | None = None  # start no block that would end past this (bench stage)
 
     def workload(self) -> dict[str, Any]:
         return {
             "name": "maps-contention",
             "runs": self.runs,
-            "boots": self.boots,
+            "blocks": self.blocks,
             "duration_s": self.duration_s,
             "region_mb": self.region_mb,
             "busy_ms": self.busy_ms,
             "procfile": self.procfile,
-            **({"headline": self.headline} if self.headline else {}),
+            "headline": self.headline,
+            "smallest_effect_pct": self.smallest_effect_pct,
         }
 
+    @property
+    def last_block(self) -> int:
+        """The last block the bench loop may run: ``max_blocks`` bounds a sequential run."""
+        if self.until_decisive and self.max_blocks:
+            return self.max_blocks
+        return self.blocks
+
+    def design(self) -> dict[str, Any]:
+        """How the runs were laid out, for the statistics: a sequential run (stopped when
+        decisive) needs a stricter level than a fixed number of blocks."""
+        return {
+            "blocks": self.blocks,
+            "runs": self.runs,
+            "order_seed": self.order_seed,
+            "sequential": {"max_blocks": self.last_block} if self.until_decisive else None,
+        }
+
+    def block_order(self, block: int) -> tuple[str, ...]:
+        """The sides in the order they boot in ``block`` (1-based).
+
+        Balanced: blocks come in chunks of k = len(sides); the k blocks of a chunk get the
+        k cyclic rotations of a permutation drawn for the chunk, in a random order, so each
+        side boots first (and in every other position) once per chunk, and a drift along a
+        block cannot favour a side. The draw depends only on the order seed, the chunk and
+        the sides, so extending a run with more blocks leaves earlier blocks as they were.
+        """
+        if block < 1:
+            raise ValueError(f"blocks are numbered from 1 (got {block})")
+        k = len(self.variants)
+        if k < 2:
+            return self.variants
+        chunk, slot = divmod(block - 1, k)
+        rng = random.Random(f"{self.order_seed}:{chunk}")
+        perm = list(self.variants)
+        rng.shuffle(perm)
+        rotations = [tuple(perm[i:] + perm[:i]) for i in range(k)]
+        rng.shuffle(rotations)
+        return rotations[slot]
+
     def schedule(self) -> list[tuple[str, int]]:
-        """Boots in order, variants interleaved (A B A B ...)."""
-        return [(side, n) for n in range(1, self.boots + 1) for side in self.variants]
+        """Every boot of blocks 1..blocks as (side, block), in boot order."""
+        return [(side, b) for b in range(1, self.blocks + 1) for side in self.block_order(b)]
+
+
+def boot_id(side: str, block: int) -> str:
+    """A boot's id, the same on every attempt: ``<side>-<block>``."""
+    return f"{side}-{block}"
+
+
+def plan_from_json(saved: dict[str, Any]) -> Plan:
+    """A plan as run.json holds it; plans written before blocks were named ``boots``
+    (boots per variant, which is what a block count is) read as blocks."""
+    fields = dict(saved)
+    fields["variants"] = tuple(fields["variants"])
+    if "boots" in fields:
+        old = fields.pop("boots")
+        fields.setdefault("blocks", old)
+    return Plan(**fields)
 
 
 def make_plan(
     exp: Experiment,
     *,
     runs: int | None = None,
-    boots: int | None = None,
+    blocks: int | None = None,
     duration_s: float | None = None,
     variants: list[str] | None = None,
     accel: str | None = None,
     aa: bool = False,
+    until_decisive: bool = False,
+    max_blocks: int | None = None,
+    budget_s: float | None = None,
 ) -> Plan:
-    """The experiment's settings with the command line's overrides applied and checked."""
+    """The experiment's settings with the command line's overrides applied and checked.
+
+    With ``until_decisive`` the plan's blocks are the most the run may take: ``max_blocks``
+    when given, else the experiment's (or ``--blocks``) number."""
     w = exp.workload
     problems = []
-    for name, value in (("--runs", runs), ("--boots", boots), ("--duration", duration_s)):
+    for name, value in (
+        ("--runs", runs),
+        ("--blocks", blocks),
+        ("--duration", duration_s),
+        ("--max-blocks", max_blocks),
+        ("--budget", budget_s),
+    ):
         if value is not None and value <= 0:
             problems.append(f"{name} must be greater than zero (got {value})")
     if problems:
         raise UserError("; ".join(problems))
+    if max_blocks is not None and not until_decisive:
+        raise UserError(
+            "--max-blocks bounds a run that stops when decisive",
+            hint="add --until-decisive, or set a fixed number of blocks with --blocks",
+        )
+    n_blocks = blocks or w.blocks
+    if until_decisive:
+        n_blocks = max_blocks or n_blocks
     side_names: tuple[str, ...]
     if aa:
         side_names = (exp.baseline, f"{exp.baseline}-aa")
@@ -137,7 +228,7 @@ def make_plan(
         variants=side_names,
         kernels=kernels,
         baseline=exp.baseline,
-        boots=boots or w.boots,
+        blocks=n_blocks,
         runs=runs or w.runs,
         duration_s=float(duration_s or w.duration_s),
         region_mb=w.region_mb,
@@ -149,6 +240,11 @@ def make_plan(
         seed=1,
         aa=aa,
         headline=w.headline,
+        order_seed=1,
+        smallest_effect_pct=float(w.smallest_effect_pct),
+        until_decisive=until_decisive,
+        max_blocks=n_blocks if until_decisive else None,
+        budget_s=float(budget_s) if budget_s is not None else None,
     )
 
 
@@ -251,6 +347,10 @@ class Runner:
         self.cache = cache or cache_root()
         self.timings: dict[str, float] = {}
         self.on_boot: Callable[[str], None] | None = None
+        # with plan.until_decisive: called after each complete block with the results so
+        # far; returns why to stop (decisive) or None to go on
+        self.on_block: Callable[[int, dict[str, ResultsFile]], str | None] | None = None
+        self.current_boot: str | None = None  # the boot under way, for an interruption
 
     # -- stages ----------------------------------------------------------------------
 
@@ -259,9 +359,8 @@ class Runner:
         A run directory that already holds the same plan is left as it is."""
         self.dirs.base.mkdir(parents=True, exist_ok=True)
         if self.dirs.plan.exists():
-            saved = json.loads(self.dirs.plan.read_text())["plan"]
-            saved["variants"] = tuple(saved["variants"])
-            if Plan(**saved) != self.plan:
+            saved = plan_from_json(json.loads(self.dirs.plan.read_text())["plan"])
+            if saved != self.plan:
                 raise UserError(
                     f"{self.dirs.root} already holds a run with other settings ({self.dirs.plan})",
                     hint="use --resume RUNDIR to complete it, or choose another --out",
@@ -390,6 +489,7 @@ class Runner:
                 "korch_version": __version__,
                 "reproduce": self.reproduce,
                 "workload": self.plan.workload(),
+                "design": self.plan.design(),
                 **self.run_identity(),
             }
         )
@@ -420,8 +520,16 @@ class Runner:
     def bench(
         self, builds: dict[str, build.Build], sides: tuple[str, ...] | None = None
     ) -> dict[str, ResultsFile]:
-        """The bench stage: boot ``sides`` (default: every side, interleaved A B A B) with
-        the kernels ``builds``, run every missing run; return those sides' results."""
+        """The bench stage: boot ``sides`` (default: every side) block after block with the
+        kernels ``builds``, run every missing run; return those sides' results.
+
+        Each block boots the sides in :meth:`Plan.block_order`; boots that already have
+        their runs are skipped, so ``--resume`` runs exactly what is missing. The loop ends
+        after the plan's blocks, or earlier: when a complete block makes :attr:`on_block`
+        give a reason (with ``until_decisive``), or when another block would end past the
+        time budget. Why it ended and how many blocks are complete go into every results
+        file's ``provenance.design``.
+        """
         sides = sides or self.plan.variants
         unknown = [s for s in sides if s not in self.plan.variants]
         if unknown:
@@ -429,44 +537,125 @@ class Runner:
                 f"the plan in {self.dirs.root} has no variant {', '.join(map(repr, unknown))}",
                 hint=f"its variants: {', '.join(self.plan.variants)}",
             )
+        started = time.monotonic()  # the time budget counts from here
         img = self.guest_image()
         decision = self.environment(builds, img, sides[0])
+        stopped = self.stopped_before(sides)
         results = {side: self.results_for(side, builds[self.plan.kernels[side]]) for side in sides}
         for res in results.values():
             res.status, res.interruption = "running", None
             res.save(self.dirs.results(res.variant))
         start = time.monotonic()
-        current: tuple[str, str] | None = None
+        self.current_boot = None
         try:
             with sigterm_as_interrupt():
-                for side, n in self.plan.schedule():
-                    if side not in results:
-                        continue
-                    res = results[side]
-                    boot_id = f"{side}-{n}"
-                    if self.runs_done(res, boot_id) >= self.plan.runs:
-                        continue
-                    current = (side, boot_id)
-                    self.one_boot(res, builds[self.plan.kernels[side]], img, decision, boot_id, n)
-                current = None
+                stop = stopped or self.run_blocks(results, builds, img, decision, started)
         except BaseException as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if isinstance(exc, KeyboardInterrupt):
                 reason = "interrupted (Ctrl-C)"
+            self.record_design(results, None)
             for res in results.values():
                 res.status = "interrupted"
-                res.interruption = {
-                    "reason": reason,
-                    "boot": current[1] if current else None,
-                    "at": now(),
-                }
+                res.interruption = {"reason": reason, "boot": self.current_boot, "at": now()}
                 res.save(self.dirs.results(res.variant))
             raise
         self.timings["boots_total"] = time.monotonic() - start
+        self.record_design(results, stop)
         for res in results.values():
             res.status = "complete"
             res.save(self.dirs.results(res.variant))
         return results
+
+    def run_blocks(
+        self,
+        results: dict[str, ResultsFile],
+        builds: dict[str, build.Build],
+        img: image.GuestImage,
+        decision: vm.AccelDecision,
+        started: float,
+    ) -> str:
+        """Boot the missing boots block by block; return why the loop ended."""
+        plan = self.plan
+        took: list[float] = []  # seconds of each block booted whole in this session
+        for block in range(1, plan.last_block + 1):
+            order = [s for s in plan.block_order(block) if s in results]
+            missing = [
+                s for s in order if self.runs_done(results[s], boot_id(s, block)) < plan.runs
+            ]
+            if not missing:
+                continue
+            over = self.over_budget(block, took, time.monotonic() - started)
+            if over:
+                return over
+            t_block = time.monotonic()
+            for side in missing:
+                self.current_boot = boot_id(side, block)
+                position = plan.block_order(block).index(side)
+                kernel = builds[plan.kernels[side]]
+                self.one_boot(results[side], kernel, img, decision, block, position)
+            self.current_boot = None
+            if len(missing) == len(order):
+                took.append(time.monotonic() - t_block)
+            complete = all(
+                self.runs_done(results[s], boot_id(s, block)) >= plan.runs for s in order
+            )
+            if plan.until_decisive and self.on_block is not None and complete:
+                reason = self.on_block(block, results)
+                if reason:
+                    return reason
+        if plan.until_decisive:
+            return f"reached the most blocks allowed ({plan.last_block}) without a decisive verdict"
+        return f"ran the {plan.last_block} planned blocks"
+
+    def over_budget(self, block: int, took: list[float], used_s: float) -> str | None:
+        """Why block ``block`` must not start: it would end past the time budget, judged by
+        the blocks booted so far (none booted yet: no estimate, so it starts)."""
+        if self.plan.budget_s is None or not took:
+            return None
+        per_block = sum(took) / len(took)
+        if used_s + per_block <= self.plan.budget_s:
+            return None
+        return (
+            f"time budget: block {block} would end past {format_duration(self.plan.budget_s)}"
+            f" ({used_s:.0f} s used, about {per_block:.0f} s a block)"
+        )
+
+    def stopped_before(self, sides: tuple[str, ...]) -> str | None:
+        """Why an earlier session of this run ended, when it ended by its own rule (all its
+        blocks, a decisive verdict, the time budget) with the number of blocks the plan
+        still has: a plain ``--resume`` then starts no block, while ``--resume --blocks N``
+        with more blocks goes on."""
+        reasons = set()
+        for side in sides:
+            path = self.dirs.results(side)
+            if not path.exists():
+                return None
+            res = ResultsFile.load(path)
+            design = res.provenance.get("design") or {}
+            if res.status != "complete" or design.get("blocks") != self.plan.blocks:
+                return None
+            if not design.get("stop"):
+                return None
+            reasons.add(str(design["stop"]))
+        return reasons.pop() if len(reasons) == 1 else None
+
+    def complete_blocks(self, results: dict[str, ResultsFile]) -> int:
+        """How many blocks have every run of every side in ``results``."""
+        return sum(
+            1
+            for block in range(1, max(self.plan.blocks, self.plan.last_block) + 1)
+            if all(
+                self.runs_done(res, boot_id(side, block)) >= self.plan.runs
+                for side, res in results.items()
+            )
+        )
+
+    def record_design(self, results: dict[str, ResultsFile], stop: str | None) -> None:
+        """The design as run: the plan's, the blocks completed and why the loop ended."""
+        done = self.complete_blocks(results)
+        for res in results.values():
+            res.provenance["design"] = dict(self.plan.design(), blocks_run=done, stop=stop)
 
     def one_boot(
         self,
@@ -474,27 +663,30 @@ class Runner:
         kernel: build.Build,
         img: image.GuestImage,
         decision: vm.AccelDecision,
-        boot_id: str,
-        n: int,
+        block: int,
+        position: int,
     ) -> None:
-        done = self.runs_done(res, boot_id)
-        attempt = 1 + sum(1 for b in res.boots if b.get("id") == boot_id)
-        workdir = self.dirs.boot(res.variant, n, attempt)
+        """Boot ``res``'s side as its boot of ``block`` (``position`` in the block's order)
+        and run its missing runs, saving after every run."""
+        this_boot = boot_id(res.variant, block)
+        done = self.runs_done(res, this_boot)
+        attempt = 1 + sum(1 for b in res.boots if b.get("id") == this_boot)
+        workdir = self.dirs.boot(res.variant, block, attempt)
         if workdir.exists():
             shutil.rmtree(workdir)
         entry: dict[str, Any] = {
-            "id": boot_id,
+            "id": this_boot,
             "attempt": attempt,
+            "block": block,
+            "position": position,
             "kernel": self.plan.kernels[res.variant],
             "started_at": now(),
             "console": str(workdir.relative_to(self.dirs.root) / "console.log"),
             "error": None,
         }
         res.boots.append(entry)
-        self.progress.stage(
-            res.variant,
-            f"boot {n}/{self.plan.boots}" + (f" (attempt {attempt})" if attempt > 1 else ""),
-        )
+        where = f"block {block}/{self.plan.last_block}"
+        self.progress.stage(res.variant, where + (f" (attempt {attempt})" if attempt > 1 else ""))
         params = driver.Params(
             runs=self.plan.runs - done,
             duration_s=self.plan.duration_s,
@@ -502,8 +694,8 @@ class Runner:
             busy_ms=self.plan.busy_ms,
             procfile=self.plan.procfile,
             vcpus=self.plan.cpus,
-            # run i of boot n uses the same seed on every side
-            seed=self.plan.seed + (n - 1) * self.plan.runs + done,
+            # run i of block b uses the same seed on every side
+            seed=self.plan.seed + (block - 1) * self.plan.runs + done,
         )
         try:
             with vm.Guest(
@@ -516,12 +708,14 @@ class Runner:
                     "cat /proc/version", timeout=30
                 ).stdout.strip()
                 res.provenance.setdefault("kernel_version_string", entry["kernel_version_string"])
-                self.progress.stage(res.variant, f"boot {n}/{self.plan.boots}: workload")
+                self.progress.stage(res.variant, f"{where}: workload")
 
                 def record(outcome: driver.RunOutcome) -> None:
                     row = dict(
                         outcome.to_json(),
-                        boot=boot_id,
+                        boot=this_boot,
+                        block=block,
+                        attempt=attempt,
                         index=done + outcome.index,
                         finished_at=now(),
                     )
@@ -529,7 +723,7 @@ class Runner:
                     res.save(self.dirs.results(res.variant))
                     self.progress.stage(
                         res.variant,
-                        f"boot {n}/{self.plan.boots}: run {done + outcome.index + 1}/{self.plan.runs}"
+                        f"{where}: run {done + outcome.index + 1}/{self.plan.runs}"
                         + (" HANG" if outcome.hang else ""),
                     )
 
@@ -552,9 +746,51 @@ class Runner:
 def load_plan(rundir: Path, aa: bool = False) -> tuple[Plan, str]:
     """The plan and reproduce command saved in a run directory (for ``--resume``)."""
     obj = RunDir(rundir, aa).info()
-    saved = dict(obj["plan"])
-    saved["variants"] = tuple(saved["variants"])
-    return Plan(**saved), obj.get("reproduce", "")
+    return plan_from_json(obj["plan"]), obj.get("reproduce", "")
+
+
+def extend_run(rundir: Path, plan: Plan, blocks: int, aa: bool = False) -> Plan:
+    """``korch run --resume RUNDIR --blocks N``: raise a run's blocks to N in its run.json
+    (and its matrix cells' run.json) so that the resumed run boots the missing blocks.
+
+    Earlier blocks keep their order (it depends only on the order seed and the block's
+    chunk) and the run keeps its run id; run.json records the extension, and the
+    reproduce command gains ``--blocks N``."""
+    if blocks < plan.blocks:
+        raise UserError(
+            f"--blocks {blocks} is fewer than the {plan.blocks} blocks of the run in {rundir}",
+            hint=f"give --blocks {plan.blocks} or more; a run is extended, never cut",
+        )
+    if blocks == plan.blocks:
+        return plan
+    from .stages import CELLS_DIR, DEFAULT_CELL
+
+    base = RunDir(rundir, aa).base
+    where = [base]
+    for cell in RunDir(rundir, aa).info().get("cells") or {}:
+        if cell != DEFAULT_CELL:
+            where.append(base / CELLS_DIR / cell)
+    for d in where:
+        _extend_plan_file(RunDir(d).plan, blocks)
+    return _extended(plan, blocks)
+
+
+def _extended(plan: Plan, blocks: int) -> Plan:
+    """The plan with ``blocks`` blocks. An extended run is sequential from then on: the
+    decision to add blocks was taken after looking at the first ones, so the statistics must
+    use the level that holds over every look (and the run may stop once decisive)."""
+    return replace(plan, blocks=blocks, until_decisive=True, max_blocks=blocks)
+
+
+def _extend_plan_file(path: Path, blocks: int) -> None:
+    """Rewrite one run.json (atomically) with its plan extended to ``blocks``."""
+    obj = RunDir(path.parent).info()  # with the run id fixed before the plan changes
+    old = plan_from_json(obj["plan"])
+    obj["plan"] = asdict(_extended(old, blocks))
+    obj["extended"] = [*obj.get("extended", []), {"blocks": [old.blocks, blocks], "at": now()}]
+    if obj.get("reproduce"):
+        obj["reproduce"] = shlex.join([*shlex.split(obj["reproduce"]), "--blocks", str(blocks)])
+    write_json(path, obj)
 
 
 def load_experiment(rundir: Path, plan: Plan, aa: bool = False) -> Experiment:
@@ -610,20 +846,54 @@ def with_overrides(plan: Plan, **kw: Any) -> Plan:
     return replace(plan, **{k: v for k, v in kw.items() if v is not None})
 
 
+DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``30m``, ``90s``, ``1h`` or plain seconds (``600``, ``12.5``), as seconds."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([smh]?)\s*", text)
+    if m is None or float(m.group(1)) <= 0:
+        raise UserError(
+            f"--budget {text!r} is not a duration",
+            hint="give a positive number of seconds, or one with a unit: 90s, 30m, 1h",
+        )
+    return float(m.group(1)) * DURATION_UNITS[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest of ``1h``, ``30m``, ``90s`` that says ``seconds`` exactly."""
+    for unit in ("h", "m"):
+        if seconds % DURATION_UNITS[unit] == 0:
+            return f"{seconds / DURATION_UNITS[unit]:g}{unit}"
+    return f"{seconds:g}s"
+
+
 # ---------------------------------------------------------------- command line
 
 
 def plan_for_args(exp: Experiment, args: Any) -> Plan:
     """The plan for ``exp`` with the overrides of ``korch run`` or ``korch plan`` applied."""
+    budget = getattr(args, "budget", None)
     return make_plan(
         exp,
         runs=args.runs,
-        boots=args.boots,
+        blocks=args.blocks,
         duration_s=args.duration,
         variants=args.variant,
         accel=args.accel,
         aa=getattr(args, "aa", False),
+        until_decisive=getattr(args, "until_decisive", False),
+        max_blocks=getattr(args, "max_blocks", None),
+        budget_s=parse_duration(budget) if budget is not None else None,
     )
+
+
+# the options of korch run that change a plan, which --resume takes from the run directory
+# (--blocks is the exception: it extends the run)
+RESUME_REFUSES = (
+    "experiment", "runs", "duration", "variant", "accel", "out", "until_decisive",
+    "max_blocks", "budget",
+)  # fmt: skip
 
 
 def plan_from_args(args: Any, argv: list[str]) -> tuple[Experiment, Plan, Path, str]:
@@ -632,17 +902,21 @@ def plan_from_args(args: Any, argv: list[str]) -> tuple[Experiment, Plan, Path, 
 
     if args.resume:
         rundir = Path(args.resume)
-        overrides = [
-            n
-            for n in ("experiment", "runs", "boots", "duration", "variant", "accel", "out")
-            if getattr(args, n)
-        ]
+        overrides = [n for n in RESUME_REFUSES if getattr(args, n, None)]
         if overrides:
+            names = [
+                "EXPERIMENT" if o == "experiment" else "--" + o.replace("_", "-") for o in overrides
+            ]
             raise UserError(
-                f"--resume takes the settings saved in {rundir}; drop {', '.join('--' + o if o != 'experiment' else 'EXPERIMENT' for o in overrides)}"
+                f"--resume takes the settings saved in {rundir}; drop {', '.join(names)}",
+                hint="--blocks N is the one setting a resumed run takes: it extends the run",
             )
         plan, reproduce = load_plan(rundir, args.aa)
-        return load_experiment(rundir, plan, args.aa), plan, rundir, reproduce
+        exp = load_experiment(rundir, plan, args.aa)  # before extending: it must still be there
+        if getattr(args, "blocks", None) is not None:
+            plan = extend_run(rundir, plan, args.blocks, args.aa)
+            reproduce = RunDir(rundir, args.aa).info().get("reproduce", reproduce)
+        return exp, plan, rundir, reproduce
     exp = config.load(Path(args.experiment)) if args.experiment else config.load_default()
     plan = plan_for_args(exp, args)
     rundir = Path(args.out) if args.out else default_rundir(exp, args.aa)
@@ -658,11 +932,31 @@ def main(args: Any, console: Any) -> int:
 
     exp, plan, rundir, reproduce = plan_from_args(args, args.argv)
     console.print(f"run directory: {rundir}")
+    baseline = plan.variants[0] if plan.aa else plan.baseline
+
+    def on_block(block: int, results: dict[str, ResultsFile]) -> str | None:
+        """Every candidate's headline verdict after ``block``; stop when all are decisive."""
+        comp = stats.compare(list(results.values()), stats.StatsOptions(baseline=baseline))
+        lines = []
+        decisive = True
+        for c in comp.candidates:
+            h = c.headline
+            lines.append(
+                f"block {block}: {c.candidate} vs {comp.baseline}: {stats.describe_headline(h)}"
+            )
+            if h is None or h.verdict not in stats.DECISIVE:
+                decisive = False
+        for line in lines:
+            console.print(line)
+        return f"decisive after {block} blocks" if decisive else None
+
     start = time.monotonic()
     runner: Runner | None = None
     try:
         with progress_for(console) as progress:
             runner = Runner(exp, plan, rundir, progress, reproduce)
+            if plan.until_decisive:
+                runner.on_block = on_block
             results = runner.execute()
     except (KorchError, KeyboardInterrupt):
         console.print(
@@ -670,10 +964,12 @@ def main(args: Any, console: Any) -> int:
             f"finish with: korch run --resume {rundir}{' --aa' if plan.aa else ''}[/]"
         )
         raise
+    stop = next(iter(results.values())).provenance["design"]["stop"]
+    console.print(f"blocks: {stop}")
     t_report = time.monotonic()
     out = RunDir(rundir, plan.aa).base
     options = report.ReportOptions(
-        stats=stats.StatsOptions(baseline=plan.variants[0] if plan.aa else plan.baseline),
+        stats=stats.StatsOptions(baseline=baseline),
         console=console,
         report_command=shlex.join(["korch", "report", str(out)]),
         source_dir=out,

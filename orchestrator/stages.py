@@ -4,8 +4,11 @@
 directory, do one stage and leave their output in it; a GitHub Actions job uploads the
 directory and the next job downloads it (see ci/github/). ``korch run --matrix`` runs the
 same functions one after another on one machine. ``korch run`` is the same stages too
-(:class:`orchestrator.run.Runner`), but boots the variants interleaved (A B A B ...), which
-a split across machines cannot do: there each bench job boots its own variant.
+(:class:`orchestrator.run.Runner`), but boots the variants in blocks (each block boots every
+variant once, in a balanced order), which a split across machines cannot do: there each
+bench job boots its own variant, block after block. Stopping when the verdict is decisive
+(``korch run --until-decisive``) needs every variant's results after each block, so it is
+not offered here.
 
 A run directory made by ``korch plan``::
 
@@ -251,8 +254,8 @@ def bench_stage(
     progress: build.Progress,
 ) -> dict[str, ResultsFile]:
     """``korch bench RUNDIR``: boot the kernels in RUNDIR/build/ and run the workload for
-    ``variants`` (default: every side, interleaved) of one cell. Needs neither the kernel
-    source nor the build cache."""
+    ``variants`` (default: every side, block by block) of one cell. Needs neither the
+    kernel source nor the build cache."""
     chosen = find_cell(rundir, cell)
     where = chosen.dir(rundir)
     plan, reproduce = load_plan(where)
@@ -366,6 +369,14 @@ def run_matrix(args: Any, console: Any) -> int:
 
     if getattr(args, "aa", False):
         raise UserError("--matrix and --aa do not go together", hint="use korch run --aa")
+    sequential = [o for o in ("until_decisive", "max_blocks", "budget") if getattr(args, o, None)]
+    if sequential:
+        raise UserError(
+            f"--matrix runs each variant's bench job on its own, so it cannot stop on the"
+            f" comparison or a shared time budget; drop"
+            f" {', '.join('--' + o.replace('_', '-') for o in sequential)}",
+            hint="use korch run without --matrix",
+        )
     exp, plan, rundir, reproduce = plan_from_args(args, args.argv)
     console.print(f"run directory: {rundir}")
     timings: dict[str, float] = {}

@@ -51,7 +51,7 @@ def test_default_experiment_end_to_end(
 ) -> None:
     rundir = tmp_path / "run"
     res = subprocess.run(
-        korch("run", "--runs", "2", "--duration", "3", "--boots", "1", "--out", str(rundir)),
+        korch("run", "--runs", "2", "--duration", "3", "--blocks", "1", "--out", str(rundir)),
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     # two runs a side are too few for a verdict: inconclusive, exit 3
@@ -100,7 +100,7 @@ def test_interrupted_run_keeps_its_runs_and_resumes(
     rundir = tmp_path / "run"
     before = set(qemu_children())
     proc = subprocess.Popen(
-        korch("run", "--runs", "2", "--duration", "3", "--boots", "1", "--accel", "tcg", "--out", str(rundir)),
+        korch("run", "--runs", "2", "--duration", "3", "--blocks", "1", "--accel", "tcg", "--out", str(rundir)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     first = rundir / "results" / "mmap-lock.json"

@@ -26,7 +26,7 @@ from orchestrator import build, stages
 from orchestrator.errors import EXIT_INCONCLUSIVE, EXIT_OK
 from orchestrator.results import ResultsFile
 
-SETTINGS = ["--runs", "2", "--duration", "2", "--boots", "1", "--accel", "tcg"]
+SETTINGS = ["--runs", "2", "--duration", "2", "--blocks", "1", "--accel", "tcg"]
 VARIANTS = ("mmap-lock", "per-vma")
 
 

@@ -36,7 +36,7 @@ variants:
   - name: cand
     kconfig: [maps-contention]
 vm: {cpus: 2, memory: 512M}
-workload: {runs: 3, boots: 1, duration_s: 2}
+workload: {runs: 3, blocks: 1, duration_s: 2}
 """
 MATRIX = "matrix:\n  vm: {cpus: [2, 4]}\n  workload: {procfile: [maps, smaps]}\n"
 
@@ -272,8 +272,8 @@ def cell_results(cell: str, scale: float) -> list:
             synthetic_results(
                 v,
                 baseline="base",
-                runs=12,
-                boots=4,
+                runs=16,
+                boots=8,
                 seed=11 + i,
                 scale=s,
                 ops=1000,
