@@ -348,6 +348,8 @@ def _pct(ratio: float | None) -> str:
 
 
 def _interval_text(mc: MetricComparison) -> str:
+    if mc.ci_high is not None and mc.ci_high == math.inf and not mc.ci_low:
+        return "unbounded"
     return f"[{_pct(mc.ci_low)}, {_pct(mc.ci_high)}]"
 
 
