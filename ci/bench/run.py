@@ -7,7 +7,7 @@ is everything outside the workload's own time (goal for two variants under TCG, 
 at most 30 s). ``--cold`` uses an empty temporary cache, so the figures include the
 kernel source download and import and both kernel builds.
 
-    .venv/bin/python ci/bench/run.py [--cold] [--runs N --boots N --duration S] [EXPERIMENT]
+    .venv/bin/python ci/bench/run.py [--cold] [--runs N --blocks N --duration S] [--until-decisive] [EXPERIMENT]
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main() -> int:
     p.add_argument("experiment", nargs="?")
     p.add_argument("--cold", action="store_true", help="start from an empty korch cache")
     p.add_argument("--runs", type=int)
-    p.add_argument("--boots", type=int)
+    p.add_argument("--blocks", type=int)
+    p.add_argument("--until-decisive", action="store_true")
     p.add_argument("--duration", type=float)
     p.add_argument("--accel", default=None)
     p.add_argument("--keep", metavar="DIR", help="keep the run directory here (default: removed)")
@@ -46,12 +47,14 @@ def main() -> int:
         argv.insert(4, args.experiment)
     for flag, value in (
         ("--runs", args.runs),
-        ("--boots", args.boots),
+        ("--blocks", args.blocks),
         ("--duration", args.duration),
         ("--accel", args.accel),
     ):
         if value is not None:
             argv += [flag, str(value)]
+    if args.until_decisive:
+        argv.append("--until-decisive")
     try:
         print(
             "running:",

@@ -1,6 +1,6 @@
 """The maps-contention workload: mmap/munmap latency while other tasks read /proc/PID/maps.
 
-See ``/work/shared/METHOD.md`` for the method. The C programs live in ``c/``;
+docs/maps-contention.md in the repository describes the method. The C programs live in ``c/``;
 :func:`compile_workload` builds them, :func:`run_workload` drives them in a guest and
 :func:`parse_result` reads the mapper's result line.
 """

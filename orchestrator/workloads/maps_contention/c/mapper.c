@@ -1,6 +1,6 @@
 /*
  * maps-mapper: the process whose mmap/munmap latency the maps-contention
- * method measures (see /work/shared/METHOD.md, "The latency test").
+ * method measures (see docs/maps-contention.md in the repository).
  *
  * It maps a power-of-two region with MAP_POPULATE, waits for the start gate
  * file to disappear, then until a CLOCK_MONOTONIC deadline maps or unmaps one
