@@ -33,6 +33,7 @@ jobs can hand the run directory on (see :mod:`orchestrator.stages`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -272,6 +273,31 @@ class RunDir:
         obj: dict[str, Any] = json.loads(self.plan.read_text())
         obj.setdefault("run_id", run_id(obj))
         return obj
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for one korch: a second korch booting into the same
+        directory would rerun the same missing boots, remove the first's boot directories
+        and overwrite its results. The lock is the kernel's (flock), so it goes with the
+        process however that ends; the file names the holder's pid for the message."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        path = self.base / ".korch.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise UserError(
+                    f"another korch (pid {holder}) is running in {self.base}",
+                    hint="wait for it to finish (then --resume if runs are missing),"
+                    " or choose another --out",
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def boot(self, side: str, n: int, attempt: int) -> Path:
         suffix = f".{attempt}" if attempt > 1 else ""
@@ -537,6 +563,12 @@ class Runner:
                 f"the plan in {self.dirs.root} has no variant {', '.join(map(repr, unknown))}",
                 hint=f"its variants: {', '.join(self.plan.variants)}",
             )
+        with self.dirs.lock():
+            return self._bench(builds, sides)
+
+    def _bench(
+        self, builds: dict[str, build.Build], sides: tuple[str, ...]
+    ) -> dict[str, ResultsFile]:
         started = time.monotonic()  # the time budget counts from here
         img = self.guest_image()
         decision = self.environment(builds, img, sides[0])

@@ -5,6 +5,7 @@ extending a run. The loop runs with fake boots: no QEMU here (tests/integration 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -455,3 +456,19 @@ def test_boots_and_runs_record_their_block_position_and_attempt(
     assert [r["seed"] for r in res.runs] == [3, 4]
     saved = ResultsFile.load(rundir / "results" / "cand.json")
     assert saved.runs == res.runs
+
+
+def test_a_run_directory_is_held_by_one_korch(monkeypatch, tmp_path: Path) -> None:
+    # two `korch run --resume DIR` at once both booted the missing boots and the last
+    # writer's results won: the second now stops before it boots anything
+    plan = plan_of(("base", "cand"), blocks=2, seed=3, experiment_file=str(tmp_path / "exp.yaml"))
+    bench = Bench(monkeypatch, tmp_path, plan)
+    runner = bench.runner()
+    kernels = {s: fake_kernel() for s in plan.variants}
+    with run.RunDir(bench.rundir).lock():
+        with pytest.raises(UserError, match=rf"another korch \(pid {os.getpid()}\) is running"):
+            runner.bench(kernels)
+    assert bench.boots == []
+    # released when its holder is done: the run goes ahead
+    runner.bench(kernels)
+    assert len(bench.boots) == 4
