@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +22,8 @@ Handler = Callable[[argparse.Namespace, Console], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
 
 EPILOG = """exit codes: 0 no gated regression, 1 regression gate tripped, 2 infrastructure failure
-(build, boot, ssh; safe to retry), 3 inconclusive, 4 guest panic or kernel splat,
-64 usage or configuration error.  Cache: $KORCH_CACHE, else $XDG_CACHE_HOME/korch, else ~/.cache/korch."""
+(build, boot, ssh, a full disk; safe to retry), 3 inconclusive, 4 guest panic or kernel
+splat, 64 usage or configuration error, 70 internal error (a bug), 130 interrupted.  Cache: $KORCH_CACHE, else $XDG_CACHE_HOME/korch, else ~/.cache/korch."""
 
 
 def command(
@@ -696,7 +697,22 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         err.print(f"korch {args.command}: interrupted")
-        return 130
+        return errors.EXIT_INTERRUPTED
+    except OSError as exc:
+        # the machine refused (a full disk, a read-only or unwritable path): not the
+        # benchmark's verdict, and worth a retry once the machine is fixed
+        where = f" ({exc.filename})" if exc.filename else ""
+        err.print(f"[bold red]korch {args.command}: failed:[/] ", end="")
+        err.print(f"{exc.strerror or exc}{where}", markup=False, highlight=False)
+        return errors.EXIT_INFRA
+    except Exception:
+        # a bug: say so with the traceback, and never exit 1 (a regression to CI)
+        err.print(
+            f"[bold red]korch {args.command}: internal error (a bug in korch; please report it"
+            " with the traceback below)[/]"
+        )
+        err.print(traceback.format_exc(), markup=False, highlight=False)
+        return errors.EXIT_INTERNAL
 
 
 if __name__ == "__main__":

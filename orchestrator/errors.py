@@ -2,7 +2,8 @@
 
 Exit codes (see the README): 0 no gated regression, 1 regression gate tripped,
 2 infrastructure failure (build, boot, ssh; safe to retry), 3 inconclusive,
-4 guest panic or kernel splat, 64 usage or configuration error.
+4 guest panic or kernel splat, 64 usage or configuration error, 70 internal error (a bug in
+korch: never 1, which CI reads as a regression), 130 interrupted.
 
 Every error carries a message that says what failed, where, and what to do.
 The CLI catches :class:`KorchError` in one place and prints ``str(error)``.
@@ -16,6 +17,8 @@ EXIT_INFRA = 2
 EXIT_INCONCLUSIVE = 3
 EXIT_GUEST = 4
 EXIT_USAGE = 64
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: korch itself failed
+EXIT_INTERRUPTED = 130
 
 
 class KorchError(Exception):

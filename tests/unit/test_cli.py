@@ -45,3 +45,25 @@ def test_python_dash_m_and_kconfigs() -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "qemu-guest" in res.stdout and "maps-contention" in res.stdout
+
+
+def test_a_crash_is_never_exit_1(monkeypatch, capsys) -> None:
+    # CI reads exit 1 as "regression": a bug must say it is one, with its traceback
+    from orchestrator import cli
+    from orchestrator.errors import EXIT_INFRA, EXIT_INTERNAL
+
+    def crash(args, console):
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    name, arguments, _ = cli.COMMANDS["kconfigs"]
+    monkeypatch.setitem(cli.COMMANDS, "kconfigs", (name, arguments, crash))
+    assert main(["kconfigs"]) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "internal error (a bug in korch" in err and "Traceback" in err and "TypeError" in err
+
+    def full_disk(args, console):
+        raise OSError(28, "No space left on device", "/tmp/out/report.html")
+
+    monkeypatch.setitem(cli.COMMANDS, "kconfigs", (name, arguments, full_disk))
+    assert main(["kconfigs"]) == EXIT_INFRA
+    assert "No space left on device (/tmp/out/report.html)" in capsys.readouterr().err
