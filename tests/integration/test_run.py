@@ -82,12 +82,16 @@ def test_default_experiment_end_to_end(
     assert not vm.live_pids()
 
 
-def qemu_children() -> list[int]:
+def qemu_children(rundir: Path) -> list[int]:
+    """QEMU processes started for ``rundir`` (their serial console is a file in it): the
+    guests this test's korch started, not whatever else runs on the host."""
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if (d / "comm").read_text().startswith("qemu-system"):
+                if not (d / "comm").read_text().startswith("qemu-system"):
+                    continue
+                if str(rundir) in (d / "cmdline").read_bytes().decode(errors="replace"):
                     out.append(int(d.name))
             except OSError:
                 pass
@@ -98,7 +102,6 @@ def test_interrupted_run_keeps_its_runs_and_resumes(
     default_builds: dict[str, build.Build], tmp_path: Path
 ) -> None:
     rundir = tmp_path / "run"
-    before = set(qemu_children())
     proc = subprocess.Popen(
         korch("run", "--runs", "2", "--duration", "3", "--blocks", "1", "--accel", "tcg", "--out", str(rundir)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -120,7 +123,7 @@ def test_interrupted_run_keeps_its_runs_and_resumes(
     assert saved.interruption and saved.interruption["boot"] == "mmap-lock-1"
     assert "SIGTERM" in saved.interruption["reason"]
     assert len(saved.runs) >= 1
-    assert set(qemu_children()) <= before  # no guest outlived the interrupted korch
+    assert qemu_children(rundir) == []  # no guest outlived the interrupted korch
 
     res = subprocess.run(
         korch("run", "--resume", str(rundir)), capture_output=True, text=True, timeout=600
@@ -143,3 +146,45 @@ def test_interrupted_run_keeps_its_runs_and_resumes(
     assert again.returncode == EXIT_INCONCLUSIVE
     assert len(ResultsFile.load(first).runs) == 2
     assert os.path.getsize(rundir / "summary.md") > 0
+
+
+def test_until_decisive_stops_at_a_verdict(
+    default_builds: dict[str, build.Build], tmp_path: Path
+) -> None:
+    """Blocks of both variants in a balanced order, the headline tested after each block at
+    the sequential level, the run stopped once decisive: the default experiment's effect
+    (several-fold under TCG) is called improved well before the maximum."""
+    rundir = tmp_path / "run"
+    res = subprocess.run(
+        korch("run", "--until-decisive", "--max-blocks", "10", "--duration", "3", "--accel", "tcg", "--out", str(rundir)),
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    comparison = json.loads((rundir / "comparison.json").read_text())
+    assert comparison["verdict"] == "improved", out
+    assert comparison["sequential"]["max_blocks"] == 10
+    head = next(m for m in comparison["candidates"][0]["metrics"] if m["family"] == "headline")
+    assert head["metric"] == "above_1ms" and head["method"] == "paired"
+    assert head["level"] == comparison["sequential"]["level"] < 0.05
+    # the exact test needs at least 7 blocks of one sign at this level; it stopped early
+    assert 7 <= head["blocks"] < 10
+    assert "block 1: per-vma vs mmap-lock" in out  # progress after every block
+    lock = ResultsFile.load(rundir / "results" / "mmap-lock.json")
+    pervma = ResultsFile.load(rundir / "results" / "per-vma.json")
+    design = lock.provenance["design"]
+    assert design["sequential"] == {"max_blocks": 10}
+    assert design["blocks_run"] == head["blocks"] and "decisive" in design["stop"]
+    # every block booted both variants once; each variant went first in half of each pair
+    firsts = []
+    for block in range(1, head["blocks"] + 1):
+        positions = {
+            res.variant: [b["position"] for b in res.boots if b["block"] == block]
+            for res in (lock, pervma)
+        }
+        assert sorted(positions["mmap-lock"] + positions["per-vma"]) == [0, 1], positions
+        firsts.append("mmap-lock" if positions["mmap-lock"] == [0] else "per-vma")
+    for pair in range(0, len(firsts) - 1, 2):
+        assert set(firsts[pair : pair + 2]) == {"mmap-lock", "per-vma"}
+    assert all(r["block"] >= 1 for r in lock.runs + pervma.runs)
+    assert qemu_children(rundir) == []
