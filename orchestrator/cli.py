@@ -609,8 +609,15 @@ def cmd_history(args: argparse.Namespace, console: Console) -> int:
             console.print(
                 f"{store.path}: run {o.run_id} ({state}): added {', '.join(o.added) or 'nothing'}"
                 + (f"; already there: {', '.join(o.present)}" if o.present else "")
+                + (f"; completed: {', '.join(o.replaced)}" if o.replaced else "")
                 + f" ({o.values} values)"
             )
+            if o.partial:
+                console.print(
+                    f"[yellow]warning:[/] run {o.run_id} is not complete ({', '.join(o.partial)});"
+                    " its runs so far are stored, and adding the run again after"
+                    " 'korch run --resume' completes them"
+                )
         return errors.EXIT_OK
     with history.open_store(db, create=False) as store:
         if action == "export":

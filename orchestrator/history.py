@@ -207,6 +207,8 @@ class AddOutcome:
     added: tuple[str, ...]
     present: tuple[str, ...]
     values: int
+    replaced: tuple[str, ...] = ()  # partial sides completed by this add
+    partial: tuple[str, ...] = ()  # sides stored although their run is not complete
 
 
 @dataclass(frozen=True)
@@ -316,16 +318,28 @@ class Store:
             raise UserError(
                 f"run {rid} is in the store as experiment {row[0]!r}, not {experiment!r}"
             )
-        added, present, count = [], [], 0
+        added, present, replaced, partial, count = [], [], [], [], 0
         for s in members:
             label = f"{s.cell}/{s.variant}"
+            key = (rid, s.cell, s.variant)
             known = db.execute(
-                "SELECT 1 FROM sides WHERE run_id = ? AND cell = ? AND variant = ?",
-                (rid, s.cell, s.variant),
+                "SELECT status, runs FROM sides WHERE run_id = ? AND cell = ? AND variant = ?",
+                key,
             ).fetchone()
             if known:
-                present.append(label)
-                continue
+                old_status, old_runs = known
+                # a side stored from an interrupted run is completed by a later add of the
+                # same run (after --resume); a complete one is never changed
+                if old_status == "complete" or (s.status != "complete" and s.runs <= old_runs):
+                    present.append(label)
+                    continue
+                db.execute(
+                    "DELETE FROM run_values WHERE run_id = ? AND cell = ? AND variant = ?", key
+                )
+                db.execute("DELETE FROM sides WHERE run_id = ? AND cell = ? AND variant = ?", key)
+                replaced.append(label)
+            if s.status != "complete":
+                partial.append(label)
             db.execute(
                 "INSERT INTO sides VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -343,7 +357,9 @@ class Store:
             )
             count += self._insert_values(db, s)
             added.append(label)
-        return AddOutcome(rid, new_night, tuple(added), tuple(present), count)
+        return AddOutcome(
+            rid, new_night, tuple(added), tuple(present), count, tuple(replaced), tuple(partial)
+        )
 
     def _insert_values(self, db: sqlite3.Connection, s: Side) -> int:
         rows = [

@@ -76,6 +76,30 @@ def store(tmp_path: Path) -> history.Store:
     s.close()
 
 
+def test_an_interrupted_run_is_completed_by_a_later_add(store: history.Store) -> None:
+    # adding an interrupted run kept its partial data for good: the add after --resume said
+    # "already there" and stored nothing
+    full = night(2)
+    partial = []
+    for r in night(2):
+        r.runs = r.runs[:4]
+        r.status = "interrupted"
+        r.interruption = {"reason": "stopped by SIGTERM", "boot": None, "at": None}
+        partial.append(r)
+    (first,) = store.add([history.side_of(r) for r in partial], source="runs/n2")
+    assert first.partial == ("default/mmap-lock", "default/per-vma")
+    assert store.values("night-02", "default", "per-vma", "max_ms")[0].size == 4
+    (again,) = store.add([history.side_of(r) for r in partial], source="runs/n2")
+    assert again.added == () and again.present == first.added  # nothing new: no change
+    (done,) = store.add([history.side_of(r) for r in full], source="runs/n2")
+    assert done.replaced == done.added == ("default/mmap-lock", "default/per-vma")
+    assert done.partial == ()
+    assert store.values("night-02", "default", "per-vma", "max_ms")[0].size == 10
+    (last,) = store.add([history.side_of(r) for r in full], source="runs/n2")
+    assert last.added == () and last.replaced == ()  # a complete side is never changed
+    assert store.integrity() == "ok"
+
+
 def test_add_is_one_night_and_idempotent(store: history.Store) -> None:
     sides = [history.side_of(r) for r in night(1)]
     (first,) = store.add(sides, source="runs/n1")
