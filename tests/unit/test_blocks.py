@@ -465,9 +465,9 @@ def test_a_run_directory_is_held_by_one_korch(monkeypatch, tmp_path: Path) -> No
     bench = Bench(monkeypatch, tmp_path, plan)
     runner = bench.runner()
     kernels = {s: fake_kernel() for s in plan.variants}
-    with run.RunDir(bench.rundir).lock():
-        with pytest.raises(UserError, match=rf"another korch \(pid {os.getpid()}\) is running"):
-            runner.bench(kernels)
+    held = pytest.raises(UserError, match=rf"another korch \(pid {os.getpid()}\) is running")
+    with run.RunDir(bench.rundir).lock(), held:
+        runner.bench(kernels)
     assert bench.boots == []
     # released when its holder is done: the run goes ahead
     runner.bench(kernels)
