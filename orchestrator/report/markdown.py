@@ -19,7 +19,18 @@ ICON = {
 
 
 def _cell(text: str) -> str:
+    """Text from results files (variant names, reasons) as inert Markdown: HTML characters
+    as entities (GitHub renders raw HTML in a step summary or a comment), table pipes
+    escaped, one line."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _code(value: object) -> str:
+    """A value in a code span; backticks inside it cannot end the span early."""
+    text = str(value).replace("\n", " ")
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 
 
 def _alert(kind: str, lines: list[str]) -> list[str]:
@@ -105,7 +116,7 @@ def _variance_table(comparison: Comparison) -> list[str]:
 
 def render(comparison: Comparison, *, reproduce: str | None = None) -> str:
     """The Markdown report as text."""
-    out = [f"## korch: {comparison.experiment}", ""]
+    out = [f"## korch: {_cell(comparison.experiment)}", ""]
     if not comparison.comparable:
         lines = [
             "**Not comparable**"
@@ -113,7 +124,8 @@ def render(comparison: Comparison, *, reproduce: str | None = None) -> str:
             + ":"
         ]
         lines += [
-            f"- {c.candidate}: {d.label} differs: `{d.baseline}` (baseline) vs `{d.candidate}`"
+            f"- {_cell(c.candidate)}: {d.label} differs: {_code(d.baseline)} (baseline) vs"
+            f" {_code(d.candidate)}"
             for c in comparison.candidates
             for d in c.differences
         ]
@@ -124,7 +136,8 @@ def render(comparison: Comparison, *, reproduce: str | None = None) -> str:
         out += _alert("WARNING", [w for w in comparison.warnings])
     for c in comparison.candidates:
         out += [
-            f"### {fmt.label(comparison, c.candidate)} vs {fmt.label(comparison, comparison.baseline)}",
+            f"### {_cell(fmt.label(comparison, c.candidate))} vs"
+            f" {_cell(fmt.label(comparison, comparison.baseline))}",
             "",
         ]
         out += _candidate_table(comparison, c)

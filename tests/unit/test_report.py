@@ -78,6 +78,18 @@ def test_golden_markdown(golden_comparison: stats.Comparison) -> None:
     assert "Holm-adjusted together at 0.05" in text and "split evenly over the candidates" in text
 
 
+def test_markdown_is_inert(golden_comparison: stats.Comparison) -> None:
+    # names come from results files: a variant called <script>... must not reach a step
+    # summary or a pull-request comment as HTML
+    evil = "<script>alert(1)</script>|x"
+    results = [
+        synthetic_results(v, baseline="mmap-lock", runs=8, boots=8, seed=n, ops=300)
+        for n, v in enumerate(("mmap-lock", evil))
+    ]
+    text = markdown.render(stats.compare(results))
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;\\|x" in text
+
+
 def test_golden_junit(golden_comparison: stats.Comparison) -> None:
     text = junit.render(golden_comparison)
     check_golden("junit.xml", text)
