@@ -7,6 +7,7 @@ file are resolved against the file's directory.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from .errors import ConfigError
 SCHEMA_VERSION = 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 MEMORY_RE = re.compile(r"^[1-9][0-9]*[MG]$")
+# beyond these a value is a typo, not a plan (a run would take days)
+MAX_RUNS = 1000
+MAX_BLOCKS = 1000
+MAX_DURATION_S = 3600.0
 DEFAULT_EXPERIMENT = "maps-contention"
 
 
@@ -237,7 +242,39 @@ class _Checker:
 
 
 def _positive(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
     return None if value > 0 else "must be greater than zero"
+
+
+def _between(low: float, high: float, unit: str = "") -> Callable[[Any], str | None]:
+    """A check for a number in (low, high]: finite, positive, and not absurdly large (a
+    run of 1e11 runs or an infinite duration is a typo that would only fail hours later)."""
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if not low < value <= high:
+            return f"must be greater than {low:g} and at most {high:g}{unit}"
+        return None
+
+    return check
+
+
+MIN_MEMORY_MB = 256  # the kernel, the initramfs and the workload's programs, with room
+
+
+def memory_mb(text: str) -> int:
+    """'512M' -> 512, '2G' -> 2048."""
+    return int(text[:-1]) * (1024 if text.endswith("G") else 1)
+
+
+def _memory(value: Any) -> str | None:
+    if not MEMORY_RE.match(value):
+        return "must look like 512M or 2G"
+    if memory_mb(value) < MIN_MEMORY_MB:
+        return f"must be at least {MIN_MEMORY_MB}M: the guest does not boot with less"
+    return None
 
 
 def _power_of_two(value: Any) -> str | None:
@@ -397,16 +434,12 @@ def _section_vm(c: _Checker, node: yaml.Node | None) -> VmSpec:
     if "cpus" in m:
         kw["cpus"] = c.scalar(m["cpus"], "vm.cpus", (int,), "an integer", _positive)
     if "memory" in m:
-        kw["memory"] = c.string(
-            m["memory"],
-            "vm.memory",
-            lambda v: None if MEMORY_RE.match(v) else "must look like 512M or 2G",
-        )
+        kw["memory"] = c.string(m["memory"], "vm.memory", _memory)
     if "accel" in m:
         kw["accel"] = c.string(m["accel"], "vm.accel", _one_of("auto", "kvm", "tcg"))
     if "boot_timeout_s" in m:
         kw["boot_timeout_s"] = c.scalar(
-            m["boot_timeout_s"], "vm.boot_timeout_s", (float,), "a number", _positive
+            m["boot_timeout_s"], "vm.boot_timeout_s", (float,), "a number", _between(0, 3600, " s")
         )
     return VmSpec(**{k: v for k, v in kw.items() if v is not None})
 
@@ -426,7 +459,13 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
     if "name" in m:
         kw["name"] = c.string(m["name"], "workload.name", _one_of("maps-contention"))
     if "runs" in m:
-        kw["runs"] = c.scalar(m["runs"], "workload.runs", (int,), "an integer", _positive)
+        kw["runs"] = c.scalar(
+            m["runs"],
+            "workload.runs",
+            (int,),
+            "an integer",
+            _between(0, MAX_RUNS, " runs per boot"),
+        )
     kw["blocks"] = _blocks(c, m)
     if "smallest_effect_pct" in m:
         kw["smallest_effect_pct"] = c.scalar(
@@ -438,11 +477,17 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
         )
     if "busy_ms" in m:
         kw["busy_ms"] = c.scalar(
-            m["busy_ms"], "workload.busy_ms", (int,), "a whole number of milliseconds", _positive
+            m["busy_ms"],
+            "workload.busy_ms",
+            (int,),
+            "a whole number of milliseconds",
+            _between(0, 1000, " ms"),
         )
     for key in ("duration_s",):
         if key in m:
-            kw[key] = c.scalar(m[key], f"workload.{key}", (float,), "a number", _positive)
+            kw[key] = c.scalar(
+                m[key], f"workload.{key}", (float,), "a number", _between(0, MAX_DURATION_S, " s")
+            )
     if "region_mb" in m:
         kw["region_mb"] = c.scalar(
             m["region_mb"], "workload.region_mb", (int,), "an integer", _power_of_two
@@ -452,6 +497,22 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
     if "headline" in m:
         kw["headline"] = c.string(m["headline"], "workload.headline", _known_metric)
     return WorkloadSpec(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _region_fits(c: _Checker, top: dict[str, yaml.Node], vm: VmSpec, w: WorkloadSpec) -> None:
+    """The mapper populates its whole region in the guest's RAM, beside the kernel and the
+    initramfs: a region of more than half the memory fails at run time, after the builds."""
+    if memory_mb(vm.memory) >= 2 * w.region_mb:
+        return
+    node = top.get("workload") or top.get("vm") or next(iter(top.values()))
+    if isinstance(node, yaml.MappingNode):
+        node = next((v for k, v in node.value if getattr(k, "value", None) == "region_mb"), node)
+    c.problem(
+        node,
+        "workload.region_mb",
+        f"a region of {w.region_mb} MB does not fit a guest of {vm.memory}: give vm.memory at"
+        f" least {2 * w.region_mb}M, or a smaller region",
+    )
 
 
 def _blocks(c: _Checker, m: dict[str, yaml.Node]) -> int | None:
@@ -467,7 +528,7 @@ def _blocks(c: _Checker, m: dict[str, yaml.Node]) -> int | None:
     key = "blocks" if "blocks" in m else "boots" if "boots" in m else None
     if key is None:
         return None
-    value = c.scalar(m[key], f"workload.{key}", (int,), "an integer", _positive)
+    value = c.scalar(m[key], f"workload.{key}", (int,), "an integer", _between(0, MAX_BLOCKS))
     return int(value) if value is not None else None
 
 
@@ -475,9 +536,7 @@ def _blocks(c: _Checker, m: dict[str, yaml.Node]) -> int | None:
 # reuses the same kernels; the values take the checks of the keys they stand for.
 MATRIX_KEYS: dict[str, tuple[tuple[type, ...], str, Callable[[Any], str | None] | None]] = {
     "vm.cpus": ((int,), "an integer", _positive),
-    "vm.memory": (
-        (str,), "a string", lambda v: None if MEMORY_RE.match(v) else "must look like 512M or 2G",
-    ),
+    "vm.memory": ((str,), "a string", _memory),
     "workload.procfile": ((str,), "a string", _one_of("maps", "smaps")),
     "workload.region_mb": ((int,), "an integer", _power_of_two),
     "workload.busy_ms": ((int,), "a whole number of milliseconds", _positive),
@@ -683,6 +742,7 @@ def loads(text: str, path: Path) -> Experiment:
 
     vm = _section_vm(c, top.get("vm"))
     workload = _section_workload(c, top.get("workload"))
+    _region_fits(c, top, vm, workload)
     matrix = _section_matrix(c, top.get("matrix"), len(variants))
     if c.problems or source is None or name is None:
         raise ConfigError(c.problems or [f"{path}: incomplete experiment"])

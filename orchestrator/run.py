@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import platform
 import random
@@ -49,7 +50,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, build, image, process, vm
+from . import __version__, build, config, image, process, vm
 from .config import Experiment
 from .errors import KorchError, UserError
 from .fsutil import atomic_write, cache_root, sha256_file, stable_hash, write_json
@@ -165,6 +166,15 @@ def plan_from_json(saved: dict[str, Any]) -> Plan:
     return Plan(**fields)
 
 
+# command-line values beyond these are typos, not plans (as in the experiment's schema)
+LIMITS = {
+    "--runs": config.MAX_RUNS,
+    "--blocks": config.MAX_BLOCKS,
+    "--max-blocks": config.MAX_BLOCKS,
+    "--duration": config.MAX_DURATION_S,
+}
+
+
 def make_plan(
     exp: Experiment,
     *,
@@ -191,8 +201,12 @@ def make_plan(
         ("--max-blocks", max_blocks),
         ("--budget", budget_s),
     ):
-        if value is not None and value <= 0:
-            problems.append(f"{name} must be greater than zero (got {value})")
+        if value is None:
+            continue
+        if not math.isfinite(value) or value <= 0:
+            problems.append(f"{name} must be a finite number greater than zero (got {value})")
+        elif name in LIMITS and value > LIMITS[name]:
+            problems.append(f"{name} must be at most {LIMITS[name]:g} (got {value:g})")
     if problems:
         raise UserError("; ".join(problems))
     if max_blocks is not None and not until_decisive:

@@ -162,7 +162,10 @@ def test_experiment_keys_blocks_boots_and_smallest_effect(tmp_path: Path) -> Non
         assert f":10: workload.smallest_effect_pct: {says}" in p
     with pytest.raises(ConfigError) as info:
         config.load(exp_file(tmp_path, EXPERIMENT.replace("blocks: 3", "blocks: 0")))
-    assert ":10: workload.blocks: must be greater than zero (got 0)" in info.value.problems[0]
+    assert (
+        ":10: workload.blocks: must be greater than 0 and at most 1000 (got 0)"
+        in (info.value.problems[0])
+    )
 
 
 def test_the_default_experiment_spends_its_repetitions_on_boots() -> None:
@@ -194,7 +197,16 @@ def test_sequential_options_are_checked_before_anything_runs(tmp_path: Path, cap
     assert cli.main(["run", f, "--max-blocks", "4", *out]) == EXIT_USAGE
     assert "add --until-decisive" in capsys.readouterr().err
     assert cli.main(["run", f, "--until-decisive", "--max-blocks", "0", *out]) == EXIT_USAGE
-    assert "--max-blocks must be greater than zero" in capsys.readouterr().err
+    assert "--max-blocks must be a finite number greater than zero" in capsys.readouterr().err
+    # NaN went into run.json as NaN (not JSON); absurd values would run for days
+    assert cli.main(["plan", f, "--duration", "nan", *out]) == EXIT_USAGE
+    assert "--duration must be a finite number greater than zero (got nan)" in (
+        capsys.readouterr().err
+    )
+    assert cli.main(["plan", f, "--blocks", "100000", "--duration", "inf", *out]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--blocks must be at most 1000 (got 100000)" in err and "(got inf)" in err
+    assert not (tmp_path / "r").exists()
     assert cli.main(["run", "--matrix", f, "--until-decisive", *out]) == EXIT_USAGE
     assert "drop --until-decisive" in capsys.readouterr().err
     exp = config.load(Path(f))

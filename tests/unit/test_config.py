@@ -152,3 +152,31 @@ def test_headline_must_be_a_known_metric(tmp_path: Path) -> None:
     assert (
         "workload.headline: must be a metric korch reports: max_ms" in p and "(got 'fastest')" in p
     )
+
+
+# GOOD up to its baseline line, without vm and workload
+BASE = "".join(GOOD.splitlines(keepends=True)[:11])
+
+
+def test_values_that_would_fail_late_are_refused_now(tmp_path: Path) -> None:
+    # each of these passed validate and failed only after the builds, or never ended
+    found = problems(
+        tmp_path,
+        BASE
+        + "vm: {memory: 20M}\n"
+        + "workload: {duration_s: .inf, runs: 100000000000, blocks: 0, busy_ms: 5000,"
+        + " region_mb: 8}\n",
+    )
+    text = "\n".join(found)
+    assert "vm.memory: must be at least 256M" in text
+    assert "workload.duration_s: must be a finite number" in text
+    assert "workload.runs: must be greater than 0 and at most 1000 runs per boot" in text
+    assert "workload.blocks: must be greater than 0 and at most 1000" in text
+    assert "workload.busy_ms: must be greater than 0 and at most 1000 ms" in text
+
+
+def test_the_region_must_fit_the_guest(tmp_path: Path) -> None:
+    found = problems(tmp_path, BASE + "vm: {memory: 512M}\nworkload: {region_mb: 512}\n")
+    assert len(found) == 1 and ":13: workload.region_mb:" in found[0]
+    assert "does not fit a guest of 512M: give vm.memory at least 1024M" in found[0]
+    load(tmp_path, BASE + "vm: {memory: 1G}\nworkload: {region_mb: 512}\n")
