@@ -353,7 +353,7 @@ def _boot_options(p: argparse.ArgumentParser) -> None:
 
 
 def _boot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="experiment YAML file")
+    _experiment_arg(p)
     _boot_options(p)
     p.add_argument(
         "guest_command",  # not "command": main() dispatches on args.command
@@ -370,6 +370,15 @@ def _boot_tail(args: argparse.Namespace) -> list[str]:
     # "--". A tail that does not start with an option is the command itself (argparse drops
     # a "--" that directly follows EXPERIMENT).
     tail = list(args.guest_command)
+    raw = list(getattr(args, "argv", None) or [])
+    if args.experiment is not None and "--" in raw:
+        # no EXPERIMENT given: argparse took the command's first word after "--" for it
+        # ("korch boot --variant per-vma -- uname -r")
+        after = raw[raw.index("--") + 1 :]
+        if after and after[0] == args.experiment and args.experiment not in raw[: raw.index("--")]:
+            tail = [args.experiment, *tail]
+            args.experiment = None
+            return tail
     if not tail or not tail[0].startswith("-"):
         return tail
     if tail[0] == "--":
@@ -387,7 +396,7 @@ def cmd_boot(args: argparse.Namespace, console: Console) -> int:
 
     command_words = _boot_tail(args)
     return guest.boot_variant(
-        config.load(Path(args.experiment)),
+        load_experiment(args.experiment),
         args.variant,
         command_words,
         console=console,

@@ -97,3 +97,21 @@ def test_boot_without_command_needs_a_terminal(
     # stdin is not a terminal under pytest: refused before anything is built
     assert cli.main(["boot", str(exp)]) == EXIT_USAGE
     assert "not a terminal" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "variant", "words"),
+    [
+        (["--variant", "per-vma", "--", "uname", "-r"], "per-vma", ["uname", "-r"]),
+        (["--variant", "per-vma"], "per-vma", []),
+        (["--", "nproc"], None, ["nproc"]),
+    ],
+)
+def test_boot_defaults_to_the_embedded_experiment(
+    argv: list[str], variant: str | None, words: list[str]
+) -> None:
+    # korch run, build and plan default to the embedded experiment; korch boot did not
+    args = cli.parser().parse_args(["boot", *argv])
+    args.argv = ["boot", *argv]  # as main() records it
+    assert cli._boot_tail(args) == words
+    assert (args.experiment, args.variant) == (None, variant)
