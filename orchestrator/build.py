@@ -327,7 +327,7 @@ class Builder:
             f"-j{jobs()}", self.exp.make_target,
         ]  # fmt: skip
         try:
-            with locked(wt.lock_file):
+            with locked(wt.lock_file) as lock_fd:
                 self.progress.stage(variant.name, "checkout")
                 self.sources.store.switch(wt, patched.commit)
                 cfg = objdir / ".config"
@@ -343,6 +343,8 @@ class Builder:
                         log=log,
                         on_line=on_line,
                         what=f"building {variant.name}",
+                        # make and its jobs hold the work tree's lock while any of them runs
+                        pass_fds=(lock_fd,),
                     )
                 except CommandError as exc:
                     raise BuildError(

@@ -7,10 +7,13 @@ parsed arguments and a rich console and returns an exit code.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -704,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         return errors.EXIT_USAGE
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for reproduce commands
     fn = COMMANDS[args.command][2]
+    previous = _stop_on_sigterm()
     try:
         return fn(args, console)
     except errors.KorchError as exc:
@@ -729,6 +733,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         err.print(traceback.format_exc(), markup=False, highlight=False)
         return errors.EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM unwinds like Ctrl-C: every command's cleanup runs (guests stopped, build
+    process groups stopped, temporary directories removed) and korch says it was stopped,
+    instead of dying silently with its children left running. The previous handler, to be
+    restored; None when not in the main thread (no handler can be set there)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise errors.Interrupted("stopped by SIGTERM")
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

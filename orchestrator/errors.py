@@ -251,3 +251,9 @@ def _with_console(message: str, tail: str, log: str | None, hint: str | None) ->
 
 class WorkloadError(InfraError):
     """A benchmark program in the guest misbehaved: bad output, an error exit, a broken set-up."""
+
+
+class Interrupted(KorchError):
+    """SIGTERM or Ctrl-C: korch stopped what it was doing and kept what was complete."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,12 +98,21 @@ def publish_dir(tmp: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
+def locked(path: Path) -> Iterator[int]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block; the
+    block gets the lock's file descriptor.
+
+    Waiting for another holder is said on standard error (a silent minute looks like a
+    hang). The lock is released by closing, not unlocking: a child given the descriptor
+    (``process.run(pass_fds=...)``, e.g. make) keeps holding it until it and every process
+    it started are gone, so an interrupted korch's orphaned compilers still keep the next
+    korch out of the same work tree."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write(f"korch: waiting for another korch that is using {path.parent}\n")
+            sys.stderr.flush()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield fh.fileno()

@@ -7,9 +7,12 @@ output's tail so that the user sees why without opening the log.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -35,6 +38,36 @@ class Result:
     @property
     def tail(self) -> str:
         return "\n".join(self.output.splitlines()[-TAIL_LINES:])
+
+
+_PR_SET_PDEATHSIG = 1
+# resolved in the parent: the forked child must not load libraries before exec
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _terminate_with_parent(parent: int) -> Callable[[], None]:
+    def set_pdeathsig() -> None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would tell us
+            os._exit(1)
+
+    return set_pdeathsig
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """Stop a command and everything it started: SIGTERM to its process group (make
+    removes its half-written targets), SIGKILL to what is left after ``grace_s``."""
+    _signal_group(proc, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace_s)
+    # the group outlives its leader while children finish: make sure nothing is left
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
 
 
 def require(tool: str, package: str) -> str:
@@ -71,6 +104,7 @@ def run(
     stdout_file: Path | None = None,
     what: str | None = None,
     keep: int = 2000,
+    pass_fds: Sequence[int] = (),
 ) -> Result:
     """Run ``argv`` and return its :class:`Result`.
 
@@ -78,7 +112,13 @@ def run(
     output is written there as it arrives; ``on_line`` sees every line. ``stdout_file``
     sends standard output to a file (binary, untouched) and keeps only standard error.
     ``what`` names the step in the error message (default: the command line).
-    Only the last ``keep`` lines are kept in memory.
+    Only the last ``keep`` lines are kept in memory. ``pass_fds`` are inherited by the
+    command (a lock it should hold as long as it or its children live).
+
+    The command runs in a process group of its own, with ``PR_SET_PDEATHSIG`` = SIGTERM:
+    when korch is interrupted (Ctrl-C, SIGTERM, a timeout) the whole group is stopped,
+    sub-makes and compilers included, and when korch is killed outright the command gets
+    SIGTERM, which make passes on to the jobs it started.
     """
     argv = [str(a) for a in argv]
     full_env = dict(os.environ)
@@ -98,7 +138,9 @@ def run(
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=out_fh if out_fh else subprocess.PIPE,
                 stderr=subprocess.PIPE if out_fh else subprocess.STDOUT,
-                start_new_session=False,
+                start_new_session=True,
+                preexec_fn=_terminate_with_parent(os.getpid()),
+                pass_fds=tuple(pass_fds),
             )
         except FileNotFoundError as exc:
             raise CommandError(
@@ -126,7 +168,7 @@ def run(
 
             def kill() -> None:
                 timed_out.set()
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
 
             timer = threading.Timer(timeout, kill)
             timer.daemon = True
@@ -143,8 +185,7 @@ def run(
                     on_line(line)
             returncode = proc.wait()
         except BaseException:
-            proc.kill()
-            proc.wait()
+            stop_group(proc)
             raise
         finally:
             if timer:

@@ -52,7 +52,7 @@ from typing import Any
 
 from . import __version__, build, config, image, process, vm
 from .config import Experiment
-from .errors import KorchError, UserError
+from .errors import Interrupted, KorchError, UserError
 from .fsutil import atomic_write, cache_root, sha256_file, stable_hash, write_json
 from .results import ResultsFile
 from .workloads.maps_contention import driver
@@ -345,12 +345,6 @@ def host_facts() -> dict[str, Any]:
 def qemu_version(qemu: str = "qemu-system-x86_64") -> str:
     process.require(qemu, "qemu-system-x86")
     return process.run([qemu, "--version"]).output.splitlines()[0].strip()
-
-
-class Interrupted(KorchError):
-    """SIGTERM or Ctrl-C during a run; what was completed is saved."""
-
-    exit_code = 130
 
 
 @contextmanager
