@@ -249,6 +249,15 @@ class Remote:
         # command; under load the killed command (no exit status: -1) can return first
         if timeout and run.status == -1 and run.duration_s >= math.ceil(timeout):
             raise self._timed_out(command, timeout)
+        if run.status == -1:
+            # the session closed without an exit status: the SSH server went away (the guest
+            # powered off or ran out of memory); no status of the command to pass on
+            raise self._error(
+                RemoteError,
+                f"the guest's SSH session ended without an exit status while running: {command}"
+                " (the guest powered off, or its SSH server died, e.g. out of memory)",
+                hint="the console below shows what the guest said last",
+            )
         if check and not run.ok:
             tail = "\n".join((run.stdout + run.stderr).splitlines()[-TAIL_LINES:])
             raise RemoteCommandError(

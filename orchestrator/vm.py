@@ -969,6 +969,7 @@ class Guest:
             self._poll()
             raise
         except RemoteError:
+            self._failed = True  # keep the console log the error points at
             self._after_remote_failure()
             raise
         self._poll()

@@ -78,6 +78,10 @@ class _Server(paramiko.ServerInterface):
             status = int(words[1])
         elif words[0] == "sleep":
             time.sleep(float(words[1]))
+        elif words[0] == "poweroff":  # the server goes away mid-command: no exit status
+            channel.sendall(b"going down\n")
+            channel.close()
+            return
         channel.send_exit_status(status)
         channel.close()
 
@@ -149,6 +153,20 @@ def test_run_and_exit_status(fake_guest: FakeGuest) -> None:
         assert info.value.exit_code == EXIT_INFRA
         assert "failing on purpose" in str(info.value)
         assert "korch-guest: ready" in str(info.value)  # the console tail
+    finally:
+        r.close()
+
+
+def test_a_session_that_ends_without_a_status_is_an_error(fake_guest: FakeGuest) -> None:
+    # the guest powered off, or ran out of memory and lost its SSH server: 'korch boot --
+    # CMD' exited 255 with no word of why
+    r = _remote(fake_guest)
+    r.connect(time.monotonic() + 10)
+    try:
+        with pytest.raises(RemoteError, match="ended without an exit status") as info:
+            r.run("poweroff", check=False)
+        assert "korch-guest: ready" in str(info.value)  # the console tail says why
+        assert info.value.exit_code == EXIT_INFRA
     finally:
         r.close()
 
