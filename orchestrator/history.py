@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
-from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, UserError
+from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, InfraError, UserError
 from .results import ResultsFile
 from .stats import METRIC_BY_KEY, METRICS, Verdict
 
@@ -240,6 +240,14 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+        except sqlite3.OperationalError as exc:
+            # the machine refused (a read-only or full file system, no permission, locked):
+            # the store may be fine, and a retry on a healthy machine may work
+            raise InfraError(
+                f"{path}: cannot open the history store: {exc}",
+                hint="check that its directory is writable and its file system has room"
+                " (--db or $KORCH_HISTORY choose another store)",
+            ) from None
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{path}: not a korch history store ({exc})") from None
 

@@ -341,3 +341,20 @@ def test_sigkill_during_add_leaves_the_store_consistent(tmp_path: Path) -> None:
         assert [n.run_id for n in done.nights()] == ["night-01", "night-02"]
         assert set(done.nights()[1].sides) == {("default", v) for v in VARIANTS}
         assert done.integrity() == "ok"
+
+
+def test_a_store_the_machine_refuses_is_not_called_foreign(tmp_path: Path) -> None:
+    # a store on a read-only or full file system said "not a korch history store": sqlite
+    # could not open it, which says nothing about what it holds (a directory in the way is
+    # a refusal of the same kind, and one that holds even for root)
+    from orchestrator.errors import InfraError
+
+    blocked = tmp_path / "h.sqlite"
+    blocked.mkdir()
+    with pytest.raises(InfraError, match="cannot open the history store") as info:
+        history.Store(blocked)
+    assert info.value.exit_code == 2
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UserError, match="not a korch history store"):
+        history.Store(garbage)
