@@ -203,6 +203,14 @@ def hunks_of(diff: bytes) -> dict[str, list[tuple[int, str]]]:
     return out
 
 
+# what git apply says about a patch file that is broken in itself, not one that meets a
+# kernel it was not written for
+DAMAGED = re.compile(
+    r"corrupt patch at line \d+|patch fragment without header at line \d+[^\n]*"
+    r"|patch with only garbage at line \d+"
+)
+
+
 def describe_failure(output: str, diff: bytes) -> tuple[str | None, int | None, str]:
     """From ``git apply`` errors: the first failing file, the hunk number and a summary."""
     m = re.search(r"error: patch failed: (.+):(\d+)", output)
@@ -268,6 +276,17 @@ def apply_series(
                 )  # fmt: skip
                 if res.returncode != 0:
                     file, hunk, summary = describe_failure(res.output, info.diff)
+                    damaged = DAMAGED.search(res.output)
+                    if damaged:
+                        raise ApplyError(
+                            f"patch {patch.label} (\"{info.subject}\", {n} of {len(patches)} in {series_label}) is"
+                            f" damaged: git apply says {damaged.group(0)!r}\n"
+                            + "\n".join("  | " + line for line in res.output.strip().splitlines()[-8:]),
+                            patch=patch.label, subject=info.subject,
+                            hint="the file itself is broken (a wrapped line, stripped whitespace, a"
+                            " hand edit that left hunk counts wrong); fetch it again (b4 am,"
+                            " git format-patch) rather than rebasing the series",
+                        )  # fmt: skip
                     raise ApplyError(
                         f"patch {patch.label} (\"{info.subject}\", {n} of {len(patches)} in {series_label}) does not "
                         f"apply to {source.spec.describe()} (Linux {source.kernel_version}): {summary}\n"

@@ -90,6 +90,22 @@ def test_failure_names_patch_subject_file_and_hunk(tmp_path: Path, source) -> No
     assert src.worktree.head() == src.commit
 
 
+def test_a_damaged_patch_is_not_called_stale(tmp_path: Path, source) -> None:
+    # a hunk whose line counts are wrong (a hand edit, a mail client's wrapping) got the
+    # "rebase the series" hint, which sends the developer after the wrong problem
+    cache, src = source
+    good = mail_patch("fs: five", BASE, BASE.replace("line 5\n", "line five\n"))
+    damaged = good.replace("@@ -2,7 +2,7 @@", "@@ -2,9 +2,9 @@")
+    assert damaged != good
+    p = tmp_path / "0001-damaged.patch"
+    p.write_text(damaged)
+    with pytest.raises(ApplyError) as exc:
+        prepare(cache.store, src, SeriesSpec("files", files=(p,)))
+    text = str(exc.value)
+    assert "0001-damaged.patch" in text and "is damaged" in text and "corrupt patch" in text
+    assert "fetch it again" in text and "rebase the series onto" not in text
+
+
 def test_missing_file_is_named(tmp_path: Path, source) -> None:
     cache, src = source
     p = tmp_path / "x.patch"
