@@ -142,10 +142,21 @@ def _read_b4(spec: SeriesSpec, scratch: Path) -> list[PatchFile]:
 def split_mbox(mbox: Path, dest: Path, label: str) -> list[PatchFile]:
     """Split an mbox into its messages (git mailsplit) in order."""
     dest.mkdir(parents=True, exist_ok=True)
-    process.run(["git", "mailsplit", "-o" + str(dest), str(mbox)], what=f"splitting mbox {mbox}")
+    if not mbox.is_file():
+        raise UserError(f"mbox {mbox}: no such file", hint="check the series' mbox path")
+    res = process.run(
+        ["git", "mailsplit", "-o" + str(dest), str(mbox)],
+        what=f"splitting mbox {mbox}",
+        check=False,
+    )
     files = sorted(p for p in dest.iterdir() if re.fullmatch(r"\d+", p.name))
-    if not files:
-        raise UserError(f"mbox {mbox} holds no messages")
+    if res.returncode != 0 or not files:
+        # an empty or garbled file is the input's fault, not the machine's: no retry helps
+        said = res.tail.strip().replace("\n", "; ")
+        raise UserError(
+            f"mbox {mbox} holds no messages" + (f" (git mailsplit: {said})" if said else ""),
+            hint="give an mbox of patch mails: 'b4 am' or 'git format-patch --stdout' writes one",
+        )
     return [PatchFile(f"{label}#{i}", p.read_bytes()) for i, p in enumerate(files, 1)]
 
 

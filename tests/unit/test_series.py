@@ -178,3 +178,13 @@ def test_hunk_parsing() -> None:
         "error: patch failed: x.c:40\nerror: x.c: patch does not apply", diff
     )
     assert (file, hunk) == ("x.c", 2) and "hunk #2" in summary
+
+
+@pytest.mark.parametrize("content", ["", "hello\n"])
+def test_an_empty_or_garbled_mbox_is_a_usage_error(tmp_path: Path, content: str) -> None:
+    # it exited 2 ("infrastructure, safe to retry"): no retry fixes the input
+    mbox = tmp_path / "series.mbx"
+    mbox.write_text(content)
+    with pytest.raises(UserError, match="holds no messages") as exc:
+        read_series(SeriesSpec("mbox", path=mbox), tmp_path)
+    assert exc.value.exit_code == 64 and "series.mbx" in str(exc.value)
