@@ -998,11 +998,15 @@ def main(args: Any, console: Any) -> int:
             if plan.until_decisive:
                 runner.on_block = on_block
             results = runner.execute()
-    except (KorchError, KeyboardInterrupt):
-        console.print(
-            f"[bold]completed runs are kept in {RunDir(rundir, plan.aa).base / 'results'}; "
-            f"finish with: korch run --resume {rundir}{' --aa' if plan.aa else ''}[/]"
-        )
+    except (KorchError, KeyboardInterrupt, OSError) as exc:
+        results_dir = RunDir(rundir, plan.aa).base / "results"
+        if isinstance(exc, UserError):
+            pass  # the input is wrong: resuming the same run would fail the same way
+        elif any(results_dir.glob("*.json")):
+            console.print(
+                f"[bold]completed runs are kept in {results_dir}; "
+                f"finish with: korch run --resume {rundir}{' --aa' if plan.aa else ''}[/]"
+            )
         raise
     stop = next(iter(results.values())).provenance["design"]["stop"]
     console.print(f"blocks: {stop}")

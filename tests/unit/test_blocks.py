@@ -484,3 +484,35 @@ def test_a_run_directory_is_held_by_one_korch(monkeypatch, tmp_path: Path) -> No
     # released when its holder is done: the run goes ahead
     runner.bench(kernels)
     assert len(bench.boots) == 4
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        (UserError("workload.region_mb: too large"), False),  # resuming fails the same way
+        (OSError(28, "No space left on device"), True),  # the runs so far are kept
+        (run.Interrupted("stopped by SIGTERM"), True),
+    ],
+)
+def test_the_resume_hint_only_where_resuming_helps(
+    monkeypatch, tmp_path: Path, error: BaseException, hint: bool
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    rundir = tmp_path / "r"
+
+    def execute(self: run.Runner) -> None:
+        self.prepare()
+        (rundir / "results").mkdir(parents=True, exist_ok=True)
+        (rundir / "results" / "base.json").write_text("{}")
+        raise error
+
+    monkeypatch.setattr(run.Runner, "execute", execute)
+    args = cli.parser().parse_args(["run", str(exp_file(tmp_path)), "--out", str(rundir)])
+    args.argv = ["run", "--out", str(rundir)]
+    out = io.StringIO()
+    with pytest.raises(type(error)):
+        run.main(args, Console(file=out, width=200))
+    assert ("finish with: korch run --resume" in out.getvalue()) == hint
