@@ -334,19 +334,6 @@ def sequential_outcome(
     return SequentialOutcome(verdict, used, called)
 
 
-def sequential_run(
-    scenario: Scenario,
-    max_blocks: int,
-    rng: np.random.Generator,
-    runs: int = 1,
-    alpha: float = 0.05,
-    smallest: float = 0.05,
-) -> tuple[Verdict, int]:
-    """(headline verdict, blocks used) of a sequential run; see :func:`sequential_outcome`."""
-    out = sequential_outcome(scenario, max_blocks, rng, runs, alpha, smallest)
-    return out.verdict, out.blocks
-
-
 # ---------------------------------------------------------------- calibration
 
 

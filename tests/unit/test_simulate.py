@@ -154,7 +154,8 @@ def test_halving_is_detected_at_the_default_design() -> None:
 def test_sequential_run() -> None:
     rng = np.random.default_rng(105)
     level = inf.sequential_level(0.05, 16)
-    verdict, used = sim.sequential_run(sim.Scenario(effect=0.5), 16, rng)
+    halving = sim.sequential_outcome(sim.Scenario(effect=0.5), 16, rng)
+    verdict, used = halving.verdict, halving.blocks
     assert verdict == Verdict.IMPROVED
     # it stopped at the first block able to reach the sequential level
     assert inf.blocks_to_reach(level) <= used < 16
