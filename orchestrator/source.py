@@ -50,13 +50,16 @@ def _inside(root: str, path: str) -> bool:
     return path == root or path.startswith(root + os.sep)
 
 
-def safe_extract(archive: Path, dest: Path, *, label: str | None = None) -> None:
-    """Extract ``archive`` into ``dest``, refusing members that would land outside it.
+def safe_extract(archive: Path, dest: Path, *, label: str | None = None) -> list[str]:
+    """Extract ``archive`` into ``dest``, refusing members that would land outside it;
+    return the names of the symbolic links it held (the caller checks them again if it
+    keeps only part of the tree, see :func:`check_links`).
 
     Absolute names, ``..`` components, links pointing out of the tree (or through a link
     extracted earlier) and device files stop the extraction with an error naming the
-    member. The caller extracts into a temporary directory and removes it on error, so
-    nothing half-extracted is ever used.
+    member, and so does an archive that ends inside a header (tar's stream reader takes
+    that for the end of the archive). The caller extracts into a temporary directory and
+    removes it on error, so nothing half-extracted is ever used.
     """
     label = label or str(archive)
     root = os.path.realpath(dest)
@@ -64,11 +67,14 @@ def safe_extract(archive: Path, dest: Path, *, label: str | None = None) -> None
         tf = tarfile.open(archive, mode="r|*")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as exc:
         raise UserError(f"{label}: not a readable tar archive: {exc}") from None
+    links: list[str] = []
     with tf:
         try:
             for member in tf:
                 _check_member(member, root, label)
                 tf.extract(member, root, set_attrs=True, **_filter_kw())
+                if member.issym():
+                    links.append(member.name)
         except (tarfile.TarError, EOFError, OSError) as exc:
             if isinstance(exc, UserError):
                 raise
@@ -76,6 +82,32 @@ def safe_extract(archive: Path, dest: Path, *, label: str | None = None) -> None
                 f"{label}: extraction failed: {exc}",
                 hint="the archive is damaged or truncated; fetch it again",
             ) from None
+        # a proper end is a whole block of zeros; a stream that stopped short of one was cut
+        ended = getattr(tf.fileobj, "pos", tf.offset + tarfile.BLOCKSIZE) - tf.offset
+        if ended < tarfile.BLOCKSIZE:
+            raise UserError(
+                f"{label}: the archive is truncated (it ends {ended} bytes into a header at"
+                f" offset {tf.offset}, without tar's end-of-archive block)",
+                hint="the download or copy was cut short; fetch it again",
+            )
+    return links
+
+
+def check_links(top: Path, extracted: Path, links: list[str], label: str) -> None:
+    """After keeping only ``top`` of an extracted tree, refuse a symbolic link that now
+    leads out of it (``linux-7.2/x -> ..`` was inside the extraction directory, not inside
+    the kept tree)."""
+    kept = os.path.realpath(top)
+    for name in links:
+        path = extracted / name
+        if not _inside(kept, os.path.realpath(path.parent)):
+            continue  # not in the kept part
+        if not _inside(kept, os.path.realpath(path)):
+            raise UserError(
+                f"{label}: refusing member {name!r}: symlink pointing outside the source tree"
+                f" ({os.readlink(path)!r})",
+                hint="this archive tries to reach outside its own directory; do not use it",
+            )
 
 
 def _filter_kw() -> dict[str, Any]:
@@ -194,10 +226,17 @@ class SourceCache:
         return Source(spec, tree, commit, wt, kernel_version(wt.path), provenance)
 
     def _import_extracted(
-        self, spec: SourceSpec, extracted: Path, key: str, provenance: dict[str, Any]
+        self,
+        spec: SourceSpec,
+        extracted: Path,
+        key: str,
+        provenance: dict[str, Any],
+        links: list[str] | None = None,
     ) -> Source:
         """Import a freshly extracted tree and keep it as the work tree (no second copy)."""
         top = _single_top(extracted)
+        if links:
+            check_links(top, extracted, links, spec.describe())
         if not _looks_like_kernel(top):
             raise UserError(
                 f"{spec.describe()}: the archive does not hold a Linux source tree (no Makefile, Kconfig and arch/ at its top)"
@@ -328,9 +367,9 @@ class SourceCache:
         try:
             self.log(f"extracting {archive.name}")
             start = time.monotonic()
-            safe_extract(archive, tmp, label=spec.describe())
+            links = safe_extract(archive, tmp, label=spec.describe())
             provenance = dict(provenance, extract_s=round(time.monotonic() - start, 1))
-            return self._import_extracted(spec, tmp, key, provenance)
+            return self._import_extracted(spec, tmp, key, provenance, links)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):

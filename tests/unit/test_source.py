@@ -201,3 +201,35 @@ def test_tarball_over_https_checked_and_cached(tmp_path: Path, https_server) -> 
     )
     with pytest.raises(InfraError, match=r"downloading .*/missing\.tar\.gz failed"):
         cache.get(SourceSpec("tarball", f"{base}/missing.tar.gz"))
+
+
+def test_a_tar_cut_inside_a_header_is_refused(tmp_path: Path) -> None:
+    # tar's stream reader takes a header cut short for the end of the archive: the tree
+    # was extracted without its last files and cached as complete
+    whole = tarball_of(make_fake_kernel(tmp_path / "src", {"z.c": "1\n"}), tmp_path / "w.tar.gz")
+    with tarfile.open(whole) as tf:
+        last = tf.getmembers()[-1].offset
+        data = io.BytesIO()
+        with tarfile.open(fileobj=data, mode="w") as out:
+            for m in tf.getmembers():
+                out.addfile(m, tf.extractfile(m) if m.isfile() else None)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data.getvalue()[: last + 100])
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(UserError, match="the archive is truncated"):
+        safe_extract(cut, dest)
+    with pytest.raises(UserError, match="truncated"):
+        SourceCache(tmp_path / "cache").get(SourceSpec("tarball", str(cut)))
+    assert not list((tmp_path / "cache").rglob(".extract-*"))  # nothing half-kept
+
+
+def test_a_link_that_leaves_the_kept_top_directory_is_refused(tmp_path: Path) -> None:
+    # inside the extraction directory, but outside linux-7.2/, the tree korch keeps
+    tree = make_fake_kernel(tmp_path / "src")
+    archive = tmp_path / "linux.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(tree, arcname="linux-7.2")
+        tf.addfile(info("linux-7.2/escape", tarfile.SYMTYPE, ".."))
+    with pytest.raises(UserError, match=r"refusing member 'linux-7\.2/escape'"):
+        SourceCache(tmp_path / "cache").get(SourceSpec("tarball", str(archive)))
