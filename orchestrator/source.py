@@ -529,7 +529,7 @@ class DebianArchive:
             p = self.root / empty
             if not p.exists():
                 p.write_text("")
-        uri, signed_by = machine_debian_archive()
+        uri, signed_by = machine_debian_archive(self.suite)
         entry = f"Types: deb\nURIs: {uri}\nSuites: {self.suite}\nComponents: main\n"
         if signed_by:
             entry += f"Signed-By: {signed_by}\n"
@@ -628,8 +628,45 @@ class DebianArchive:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def machine_debian_archive() -> tuple[str, str | None]:
-    """The main Debian archive URI (and its Signed-By keyring) from the machine's apt sources."""
+def machine_debian_archive(suite: str | None = None) -> tuple[str, str | None]:
+    """The Debian archive URI (and its Signed-By keyring) that serves ``suite``, from the
+    machine's apt sources as they are (see :func:`archive_for`)."""
+    return archive_for(suite, _machine_apt_entries())
+
+
+def archive_for(
+    suite: str | None, candidates: list[tuple[str, str | None, list[str]]]
+) -> tuple[str, str | None]:
+    """Of apt's ``(uri, signed_by, suites)`` entries, the one that serves ``suite``: an
+    entry that names the suite itself; else, for a ``-security`` suite, the security
+    archive's entry (it lives at another address than the main archive); else the main
+    archive (an entry with a plain release suite), whose address serves every other suite
+    of the distribution (backports, updates, newer releases)."""
+
+    def keyring(signed_by: str | None) -> str | None:
+        # a keyring that is not there: apt then uses its trusted keyrings
+        return signed_by if signed_by and Path(signed_by).exists() else None
+
+    if suite:
+        for uri, signed_by, suites in candidates:
+            if suite in suites:
+                return uri.rstrip("/"), keyring(signed_by)
+        if suite.endswith("-security"):
+            for uri, signed_by, suites in candidates:
+                if any(s.endswith("-security") for s in suites):
+                    return uri.rstrip("/"), keyring(signed_by)
+    for uri, signed_by, suites in candidates:
+        # The main archive carries the plain release suite (no -security, -updates, ...).
+        if any("-" not in s and "/" not in s for s in suites) and "security" not in uri:
+            return uri.rstrip("/"), keyring(signed_by)
+    raise InfraError(
+        "no Debian archive in this machine's apt sources (looked for a 'deb' entry with a release suite)",
+        hint="use kernel.source.tarball or kernel.source.git instead, or add the archive to apt's sources",
+    )
+
+
+def _machine_apt_entries() -> list[tuple[str, str | None, list[str]]]:
+    """Every enabled 'deb' entry of the machine's apt sources (deb822 and one-line)."""
     res = process.run(
         [
             "apt-config",
@@ -669,13 +706,4 @@ def machine_debian_archive() -> tuple[str, str | None]:
                 opts = m.group(1) or ""
                 sb = re.search(r"signed-by=(\S+?)\]?(\s|$)", opts)
                 candidates.append((m.group(2), sb.group(1) if sb else None, [m.group(3)]))
-    for uri, signed_by, suites in candidates:
-        # The main archive carries the plain release suite (no -security, -updates, ...).
-        if any("-" not in s and "/" not in s for s in suites) and "security" not in uri:
-            if signed_by and not Path(signed_by).exists():
-                signed_by = None  # apt then uses its trusted keyrings
-            return uri.rstrip("/"), signed_by
-    raise InfraError(
-        "no Debian archive in this machine's apt sources (looked for a 'deb' entry with a release suite)",
-        hint="use kernel.source.tarball or kernel.source.git instead, or add the archive to apt's sources",
-    )
+    return candidates

@@ -233,3 +233,22 @@ def test_a_link_that_leaves_the_kept_top_directory_is_refused(tmp_path: Path) ->
         tf.addfile(info("linux-7.2/escape", tarfile.SYMTYPE, ".."))
     with pytest.raises(UserError, match=r"refusing member 'linux-7\.2/escape'"):
         SourceCache(tmp_path / "cache").get(SourceSpec("tarball", str(archive)))
+
+
+def test_a_suite_is_fetched_from_the_address_apt_has_for_it() -> None:
+    # the security suite lives at another address than the main archive: swapping the
+    # suite into the main archive's address gave "does not have a Release file"
+    from orchestrator.source import archive_for
+
+    entries = [
+        ("http://mirror.example/debian", None, ["bookworm", "bookworm-updates"]),
+        ("http://mirror.example/debian-security/", None, ["bookworm-security"]),
+        ("https://vendor.example/apt", None, ["stable"]),
+    ]
+    assert archive_for("bookworm-security", entries)[0] == "http://mirror.example/debian-security"
+    # a suite apt does not list takes the address of its kind
+    assert archive_for("trixie-security", entries)[0] == "http://mirror.example/debian-security"
+    assert archive_for("trixie-backports", entries)[0] == "http://mirror.example/debian"
+    assert archive_for(None, entries)[0] == "http://mirror.example/debian"
+    with pytest.raises(InfraError, match="no Debian archive"):
+        archive_for("bookworm", [("http://mirror.example/debian-security", None, ["x-security"])])
