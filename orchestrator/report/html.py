@@ -73,7 +73,7 @@ def _tables(comparison: Comparison) -> list[dict[str, Any]]:
                     "css": CSS[mc.verdict],
                     "reason": mc.reason,
                     # a change's row already shows its change, interval and p; say why otherwise
-                    "explain": True,
+                    "explain": mc.verdict not in (Verdict.IMPROVED, Verdict.REGRESSED),
                 }
             )
         out.append(
