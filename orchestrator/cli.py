@@ -452,21 +452,18 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--headline",
         metavar="METRIC",
-        help="the metric that decides the verdict (default: the experiment's, else max_ms)",
+        help="the metric that decides the verdict (default: the one the experiment declared,"
+        " else max_ms); another than the declared one is marked exploratory",
     )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument(
         "--min-effect",
         type=float,
-        default=0.05,
+        default=None,
         metavar="FRACTION",
-        help="smallest change of the median counted as a change (default 0.05, i.e. 5%%)",
+        help="the smallest effect of interest: an interval inside ±this is 'equivalent'"
+        " (default: the experiment's workload.smallest_effect_pct, else 0.05, i.e. 5%%)",
     )
-    p.add_argument(
-        "--min-runs", type=int, default=5, metavar="N", help="fewer runs per side is inconclusive"
-    )
-    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--seed", type=int, default=1, help="bootstrap seed (default 1)")
     p.add_argument(
         "--force", action="store_true", help="give verdicts even when the sides are not comparable"
     )
@@ -495,10 +492,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     options = report.ReportOptions(
         stats=stats.StatsOptions(
             alpha=args.alpha,
-            min_effect=args.min_effect,
-            min_runs=args.min_runs,
-            resamples=args.resamples,
-            seed=args.seed,
+            smallest_effect=args.min_effect,
             headline=args.headline,
             force=args.force,
             baseline=args.baseline,

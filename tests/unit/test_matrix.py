@@ -301,7 +301,7 @@ def test_report_compares_each_cell_on_its_own(tmp_path: Path, capsys) -> None:
     # through the CLI: several run directories need --out
     assert main(["report", *map(str, inputs)]) == EXIT_USAGE
     assert "--out" in capsys.readouterr().err
-    assert main(["report", *map(str, inputs), "--out", str(out), "--resamples", "200"]) == 1
+    assert main(["report", *map(str, inputs), "--out", str(out)]) == 1
 
 
 def test_combined_exit_codes() -> None:
