@@ -102,11 +102,6 @@ class WorkloadSpec:
     headline: str | None = None  # the metric whose verdict is the experiment's answer
     smallest_effect_pct: float = 5.0  # the smallest change of the headline worth detecting
 
-    @property
-    def boots(self) -> int:
-        """The old name of :attr:`blocks` (boots per variant), kept for older callers."""
-        return self.blocks
-
 
 @dataclass(frozen=True)
 class Experiment:

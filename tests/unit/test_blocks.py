@@ -137,7 +137,7 @@ def test_a_run_json_with_boots_still_loads(tmp_path: Path) -> None:
 
 def test_experiment_keys_blocks_boots_and_smallest_effect(tmp_path: Path) -> None:
     w = config.load(exp_file(tmp_path)).workload
-    assert w.blocks == 3 and w.boots == 3 and w.smallest_effect_pct == 5.0
+    assert w.blocks == 3 and w.smallest_effect_pct == 5.0
     old = config.load(exp_file(tmp_path, EXPERIMENT.replace("blocks: 3", "boots: 4"))).workload
     assert old.blocks == 4
     both = EXPERIMENT.replace("blocks: 3", "blocks: 3, boots: 4")
