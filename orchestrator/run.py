@@ -52,7 +52,7 @@ from typing import Any
 
 from . import __version__, build, config, image, process, vm
 from .config import Experiment
-from .errors import Interrupted, KorchError, UserError
+from .errors import BootTimeout, Interrupted, KorchError, UserError
 from .fsutil import atomic_write, cache_root, sha256_file, stable_hash, write_json
 from .results import ResultsFile
 from .workloads.maps_contention import driver
@@ -633,7 +633,9 @@ class Runner:
                 self.current_boot = boot_id(side, block)
                 position = plan.block_order(block).index(side)
                 kernel = builds[plan.kernels[side]]
-                self.one_boot(results[side], kernel, img, decision, block, position)
+                self.boot_once_more_on_timeout(
+                    results[side], kernel, img, decision, block, position
+                )
             self.current_boot = None
             if len(missing) == len(order):
                 took.append(time.monotonic() - t_block)
@@ -647,6 +649,29 @@ class Runner:
         if plan.until_decisive:
             return f"reached the most blocks allowed ({plan.last_block}) without a decisive verdict"
         return f"ran the {plan.last_block} planned blocks"
+
+    def boot_once_more_on_timeout(
+        self,
+        res: ResultsFile,
+        kernel: build.Build,
+        img: image.GuestImage,
+        decision: vm.AccelDecision,
+        block: int,
+        position: int,
+    ) -> None:
+        """:meth:`one_boot`, and once more when the guest did not come up in time.
+
+        Under TCG on a loaded host a boot can stall for a minute at a point where every
+        vCPU thread must meet (a clocksource switch, seen here after 'vgaarb: loaded'),
+        while the same kernel boots in 4 s otherwise. Such a boot measured nothing, so a
+        second attempt loses nothing; the failed one stays in the results with its error
+        and console. A kernel that really does not boot fails the second attempt too."""
+        try:
+            self.one_boot(res, kernel, img, decision, block, position)
+        except BootTimeout as exc:
+            first = str(exc).splitlines()[0]
+            self.progress.stage(res.variant, f"block {block}: {first}; booting it once more")
+            self.one_boot(res, kernel, img, decision, block, position)
 
     def over_budget(self, block: int, took: list[float], used_s: float) -> str | None:
         """Why block ``block`` must not start: it would end past the time budget, judged by
