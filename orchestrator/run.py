@@ -632,10 +632,18 @@ class Runner:
             for side in missing:
                 self.current_boot = boot_id(side, block)
                 position = plan.block_order(block).index(side)
-                kernel = builds[plan.kernels[side]]
-                self.boot_once_more_on_timeout(
-                    results[side], kernel, img, decision, block, position
-                )
+                boot = (results[side], builds[plan.kernels[side]], img, decision, block, position)
+                try:
+                    self.one_boot(*boot)
+                except BootTimeout as exc:
+                    # Under TCG on a loaded host a boot can stall for a minute where every
+                    # vCPU thread must meet (a clocksource switch, after 'vgaarb: loaded'),
+                    # while the same kernel boots in 4 s otherwise. That boot measured
+                    # nothing, so one more attempt loses nothing; the failed one stays in
+                    # the results, and a kernel that really does not boot fails again.
+                    first = str(exc).splitlines()[0]
+                    self.progress.stage(side, f"block {block}: {first}; booting it once more")
+                    self.one_boot(*boot)
             self.current_boot = None
             if len(missing) == len(order):
                 took.append(time.monotonic() - t_block)
@@ -649,29 +657,6 @@ class Runner:
         if plan.until_decisive:
             return f"reached the most blocks allowed ({plan.last_block}) without a decisive verdict"
         return f"ran the {plan.last_block} planned blocks"
-
-    def boot_once_more_on_timeout(
-        self,
-        res: ResultsFile,
-        kernel: build.Build,
-        img: image.GuestImage,
-        decision: vm.AccelDecision,
-        block: int,
-        position: int,
-    ) -> None:
-        """:meth:`one_boot`, and once more when the guest did not come up in time.
-
-        Under TCG on a loaded host a boot can stall for a minute at a point where every
-        vCPU thread must meet (a clocksource switch, seen here after 'vgaarb: loaded'),
-        while the same kernel boots in 4 s otherwise. Such a boot measured nothing, so a
-        second attempt loses nothing; the failed one stays in the results with its error
-        and console. A kernel that really does not boot fails the second attempt too."""
-        try:
-            self.one_boot(res, kernel, img, decision, block, position)
-        except BootTimeout as exc:
-            first = str(exc).splitlines()[0]
-            self.progress.stage(res.variant, f"block {block}: {first}; booting it once more")
-            self.one_boot(res, kernel, img, decision, block, position)
 
     def over_budget(self, block: int, took: list[float], used_s: float) -> str | None:
         """Why block ``block`` must not start: it would end past the time budget, judged by
