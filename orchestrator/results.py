@@ -107,6 +107,24 @@ class ResultsFile:
         ]
         if missing:
             raise UserError(f"{path}: missing keys: {', '.join(missing)}")
+        expected = {
+            "experiment": (str, "a string"),
+            "variant": (str, "a string"),
+            "baseline": (str, "a string"),
+            "provenance": (dict, "an object"),
+            "boots": (list, "a list"),
+            "runs": (list, "a list"),
+        }
+        wrong = [
+            f"{key} is {obj[key]!r}, not {what}"
+            for key, (kind, what) in expected.items()
+            if not isinstance(obj[key], kind) or (kind is str and not obj[key])
+        ]
+        if wrong:
+            raise UserError(
+                f"{path}: not a valid results file: {'; '.join(wrong)}",
+                hint="a results file is written by 'korch run'",
+            )
         return cls(
             experiment=obj["experiment"],
             variant=obj["variant"],

@@ -284,7 +284,18 @@ class RunDir:
                 f"{self.root} holds no korch run ({self.plan} is missing)",
                 hint="give the RUNDIR that 'korch run' or 'korch plan' wrote",
             )
-        obj: dict[str, Any] = json.loads(self.plan.read_text())
+        try:
+            obj = json.loads(self.plan.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(
+                f"{self.plan}: not valid JSON ({exc})",
+                hint="the run's plan is damaged; plan the run again into a new directory",
+            ) from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("plan"), dict):
+            raise UserError(
+                f"{self.plan}: not a korch plan (no 'plan' object)",
+                hint="give the RUNDIR that 'korch run' or 'korch plan' wrote",
+            )
         obj.setdefault("run_id", run_id(obj))
         return obj
 

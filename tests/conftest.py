@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,10 @@ def make_fake_kernel(root: Path, files: dict[str, str] | None = None) -> Path:
         p.write_text(text)
     os.utime(root)
     return root
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's tally (tests/unit/test_faults.py), when it ran."""
+    faults = next((m for name, m in sys.modules.items() if name.endswith("test_faults")), None)
+    if faults is not None and faults.TALLY["tried"]:
+        terminalreporter.write_line(faults.summary())
