@@ -105,6 +105,8 @@ def boot_values(data: VariantData, by_block: bool) -> dict[str, BootValues]:
         if m.key == "hang_rate":
             with np.errstate(invalid="ignore", divide="ignore"):
                 vals = np.where(done + hung > 0, 1000.0 * hung / (done + hung), np.nan)
+        elif m.needs_histogram and both is None and data.boot_codes.size:
+            pass  # summary-only runs (imported data): the side does not measure this metric
         else:
             per_run = data.values[m.key]
             worst = worst_value(m, duration)

@@ -642,3 +642,16 @@ def test_noise_floor_sides_follow_korch_run_naming() -> None:
     nf = stats.compare_noise_floor([second, first], StatsOptions())
     assert nf.labels == {"A": "A (base)", "B": "B (base-aa)"}
     assert nf.headline == "max_ms" and nf.baseline == "A"
+
+
+def test_a_hang_on_a_summary_only_side_does_not_invent_tail_shares() -> None:
+    # imported data carry only maxima and means: a hung run there is the worst maximum,
+    # but no share of slow operations can be made up for it
+    from orchestrator.stats.boots import boot_values
+
+    rf = summary_only_results("a", baseline="a", maxima_by_boot=[[1.0, 2.0], [1.5, 1.2]])
+    rf.runs.append({"boot": "a-1", "index": 2, "hang": True, "record": None})
+    tabs = boot_values(stats.extract(rf), by_block=False)
+    assert np.all(np.isnan(tabs["above_1ms"].values))
+    assert tabs["max_ms"].values[0] == pytest.approx(2.0)  # median of 1, 2 and the hang
+    assert tabs["hang_rate"].values[0] == pytest.approx(1000 / 3)
