@@ -257,9 +257,12 @@ def _max_blocks(results: Sequence[ResultsFile], options: StatsOptions) -> int | 
 
 
 def _pairable(datas: Sequence[VariantData]) -> bool:
-    """Blocked results of one run: every run knows its block, and the run ids agree."""
+    """Blocked results of one run on one host: every run knows its block, and the run ids
+    and hosts agree. A block's boots share a host and a stretch of time; the same plan
+    benched one variant per machine (a CI job each) has block numbers but no such pairs."""
     ids = {d.results.provenance.get("run_id") for d in datas}
-    if len(ids) != 1:
+    hosts = {d.results.provenance.get("host") for d in datas}
+    if len(ids) != 1 or len(hosts) != 1:
         return False
     for d in datas:
         blocks = [*d.run_blocks.tolist(), *(b for _, b in d.hung_runs)]
@@ -564,9 +567,9 @@ def _warnings(
         )
     if not paired and len(datas) > 1:
         out.append(
-            "The sides are not paired by block (results of separate runs, or results without"
-            " blocks): the comparison is unpaired over boot values, which needs more boots and"
-            " cannot cancel drift between the runs."
+            "The sides are not paired by block (results of separate runs or hosts, or results"
+            " without blocks): the comparison is unpaired over boot values, which needs more"
+            " boots and cannot cancel drift between the runs."
         )
     for s in summaries:
         if s.single_boot:

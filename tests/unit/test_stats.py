@@ -655,3 +655,12 @@ def test_a_hang_on_a_summary_only_side_does_not_invent_tail_shares() -> None:
     assert np.all(np.isnan(tabs["above_1ms"].values))
     assert tabs["max_ms"].values[0] == pytest.approx(2.0)  # median of 1, 2 and the hang
     assert tabs["hang_rate"].values[0] == pytest.approx(1000 / 3)
+
+
+def test_unpaired_when_the_hosts_differ() -> None:
+    # one plan benched a variant per machine (a CI job each): the block numbers match but
+    # a block's boots did not share a host, so the per-block ratio would not cancel it
+    a = _side("base", 1)
+    b = _side("cand", 2, scale=0.5, prov=provenance("cand", host="another-runner"))
+    head = stats.compare([a, b]).candidates[0].headline
+    assert head is not None and head.method == "unpaired"
