@@ -48,8 +48,14 @@ class BootValues:
     values: FloatArray  # NaN where the boot has no value for the metric
 
     def log(self, m: Metric) -> FloatArray:
-        """The values on the comparison scale (natural log, offset for zeros)."""
-        return np.log(self.values + LOG_OFFSET.get(m.unit, 0.0))
+        """The values on the comparison scale (see :func:`log_scale`)."""
+        return log_scale(self.values, m)
+
+
+def log_scale(values: FloatArray, m: Metric) -> FloatArray:
+    """``values`` of metric ``m`` on the comparison scale: the natural log, after the
+    metric's offset for zeros (NaN stays NaN)."""
+    return np.log(values + LOG_OFFSET.get(m.unit, 0.0))
 
 
 def worst_value(m: Metric, duration_s: float) -> float:

@@ -61,7 +61,7 @@ from ..metrics import METRIC_BY_KEY, METRICS, Metric
 from ..results import ResultsFile
 from . import Verdict, extract, variance_split
 from . import inference as inf
-from .boots import LOG_OFFSET, BootValues, worst_value
+from .boots import BootValues, log_scale, worst_value
 from .verdicts import DECISIVE, MetricComparison, adjust_exploratory, compare_metric, decide
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
@@ -359,11 +359,10 @@ def components_from_results(
     (one-way random-effects ANOVA, :func:`~orchestrator.stats.variance_split`, on the
     per-run log values), ``between_share`` and ``total_sd`` (sqrt of their sum). With
     ``echo`` each is printed as a line too."""
-    offset = LOG_OFFSET[METRIC_BY_KEY[HEADLINE].unit]
     out = []
     for path in paths:
         data = extract(ResultsFile.load(Path(path)))
-        logs = np.log(data.values[HEADLINE] + offset)
+        logs = log_scale(data.values[HEADLINE], METRIC_BY_KEY[HEADLINE])
         row = {"file": Path(path).name, "variant": data.variant}
         row.update(_components(logs, data.boot_codes))
         if echo:

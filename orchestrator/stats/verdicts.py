@@ -53,7 +53,7 @@ from . import (
     summarize,
 )
 from . import inference as inf
-from .boots import LOG_OFFSET, BootValues, boot_values, pair
+from .boots import BootValues, boot_values, log_scale, pair
 
 DECISIVE = frozenset({Verdict.IMPROVED, Verdict.REGRESSED, Verdict.EQUIVALENT})
 
@@ -477,7 +477,7 @@ def _within_boot(datas: Sequence[VariantData], m: Metric) -> tuple[float | None,
     sizes: list[int] = []
     for d in datas:
         v = d.values[m.key]
-        logs = np.log(v + LOG_OFFSET.get(m.unit, 0.0))
+        logs = log_scale(v, m)
         for code in range(len(d.boot_ids)):
             mine = logs[(d.boot_codes == code) & ~np.isnan(logs)]
             sizes.append(int(mine.size))
