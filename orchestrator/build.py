@@ -33,6 +33,7 @@ from .fsutil import (
     sha256_file,
     sha256_text,
     stable_hash,
+    sweep_stale,
     temp_dir_beside,
     write_json,
 )
@@ -169,6 +170,7 @@ class Builder:
         self.progress = progress or NullProgress()
         self.use_ccache = use_ccache and shutil.which("ccache") is not None
         self.sources = SourceCache(cache, log=self.progress.note)
+        sweep_stale(cache / "builds", cache / "configs")  # what a killed korch left
         self.env = build_env(cache)
         self.vars = make_vars(exp.arch, self.use_ccache)
         self._tools: dict[str, str] | None = None
@@ -312,8 +314,6 @@ class Builder:
         config_sha = sha256_text(config_text)
         objdir = self.cache / "objdirs" / f"{src.tree_id[:20]}-{config_sha[:12]}"
         objdir.mkdir(parents=True, exist_ok=True)
-        tmp = temp_dir_beside(final)
-        log = tmp / "build.log"
         compiled = 0
 
         def on_line(line: str) -> None:
@@ -326,8 +326,14 @@ class Builder:
             "make", "-C", str(wt.path), f"O={objdir}", *self.vars,
             f"-j{jobs()}", self.exp.make_target,
         ]  # fmt: skip
-        try:
-            with locked(wt.lock_file) as lock_fd:
+        with locked(wt.lock_file) as lock_fd:
+            if meta_file.exists():  # built by the korch this one waited for
+                meta = json.loads(meta_file.read_text())
+                self.progress.stage(variant.name, "cached")
+                return Build(variant.name, key, final, True, 0, meta)
+            tmp = temp_dir_beside(final)
+            log = tmp / "build.log"
+            try:
                 self.progress.stage(variant.name, "checkout")
                 self.sources.store.switch(wt, patched.commit)
                 cfg = objdir / ".config"
@@ -347,14 +353,23 @@ class Builder:
                         pass_fds=(lock_fd,),
                     )
                 except CommandError as exc:
+                    said = log.read_text(errors="replace")
+                    full = "No space left on device" in said
                     raise BuildError(
-                        f"build of variant {variant.name} failed (make exited with {exc.returncode}); "
-                        "the compiler said:",
+                        f"build of variant {variant.name} failed (make exited with {exc.returncode})"
+                        + (f": the disk is full where it builds ({objdir})" if full else "")
+                        + "; the compiler said:",
                         argv=argv,
                         returncode=exc.returncode,
-                        tail=compiler_errors(log.read_text(errors="replace")),
+                        tail=compiler_errors(said),
                         log=str(self._keep_failed_log(variant, log)),
-                        hint="fix the patch or the configuration; 'korch build' resumes where make stopped",
+                        hint=(
+                            f"free space on the file system of {objdir} (korch's cache, see"
+                            " KORCH_CACHE), then run again"
+                            if full
+                            else "fix the patch or the configuration"
+                        )
+                        + "; 'korch build' resumes where make stopped",
                     ) from None
                 duration = time.monotonic() - start
                 image = objdir / "arch" / "x86" / "boot" / "bzImage"
@@ -365,14 +380,23 @@ class Builder:
                 ):
                     atomic_copy(src_path, tmp / name)
                 release = (objdir / "include" / "config" / "kernel.release").read_text().strip()
-            meta = self.metadata(
-                variant, patched, key, config_text, release, duration, compiled, argv, objdir, tmp
-            )
-            write_json(tmp / "metadata.json", meta)
-            publish_dir(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+                meta = self.metadata(
+                    variant,
+                    patched,
+                    key,
+                    config_text,
+                    release,
+                    duration,
+                    compiled,
+                    argv,
+                    objdir,
+                    tmp,
+                )
+                write_json(tmp / "metadata.json", meta)
+                publish_dir(tmp, final)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
         self.progress.stage(variant.name, "done")
         return Build(variant.name, key, final, False, compiled, meta)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import process
 from .errors import InfraError
-from .fsutil import atomic_write, locked
+from .fsutil import atomic_write, locked, temp_dir
 
 # Fixed identity and dates: the same tree and message always give the same commit id.
 _IDENT = {
@@ -180,8 +180,8 @@ class GitStore:
         if wt.path.exists():
             return wt
         wt.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{wt.path.name}.", dir=wt.path.parent))
-        idx = tmp.with_name(tmp.name + ".index")
+        tmp = temp_dir(wt.path.parent, wt.path.name)
+        idx = tmp.with_name(tmp.name.removesuffix(".tmp") + "-index.tmp")
         try:
             self._checkout_all(tmp, idx, commit)
             return self.adopt_worktree(tmp, idx, tree_id, commit)

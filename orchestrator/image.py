@@ -33,6 +33,7 @@ from .fsutil import (
     publish_dir,
     sha256_file,
     stable_hash,
+    sweep_stale,
     temp_dir_beside,
 )
 
@@ -503,6 +504,7 @@ def build_image(
     with locked(root / f".{key}.lock"):
         if (final / MANIFEST_NAME).is_file():
             return _load(final)
+        sweep_stale(root)
         tmp = temp_dir_beside(final)
         host_key, host_public = _host_keypair(tmp)
         client_private, client_public = _client_keypair()

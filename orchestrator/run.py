@@ -53,7 +53,14 @@ from typing import Any
 from . import __version__, build, config, image, process, vm
 from .config import Experiment
 from .errors import BootTimeout, Interrupted, KorchError, UserError
-from .fsutil import atomic_write, cache_root, sha256_file, stable_hash, write_json
+from .fsutil import (
+    atomic_write,
+    cache_root,
+    sha256_file,
+    stable_hash,
+    sweep_stale,
+    write_json,
+)
 from .results import ResultsFile
 from .workloads.maps_contention import driver
 from .workloads.maps_contention.binaries import compile_workload
@@ -320,6 +327,8 @@ class RunDir:
                 ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            # what a korch killed outright here left half-written (it held this lock)
+            sweep_stale(self.base, self.base / "results", *self.base.glob("build/*"))
             yield
         finally:
             os.close(fd)

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 from . import process
 from .config import SourceSpec
 from .errors import InfraError, UserError
-from .fsutil import atomic_write, sha256_file, sha256_text
+from .fsutil import atomic_write, sha256_file, sha256_text, sweep_stale, temp_dir, temp_file
 from .gitstore import GitStore, WorkTree, read_index_map
 
 APT_LISTS_MAX_AGE_S = 24 * 3600
@@ -188,6 +187,7 @@ class SourceCache:
 
     def get(self, spec: SourceSpec) -> Source:
         self.store.ensure()
+        sweep_stale(self.store.trees_dir, self.root / "downloads")
         getter = {
             "path": self._from_path,
             "tarball": self._from_tarball,
@@ -311,7 +311,8 @@ class SourceCache:
         downloads.mkdir(parents=True, exist_ok=True)
         if expected and (downloads / expected).exists():
             return downloads / expected, expected
-        fd, tmp = tempfile.mkstemp(prefix=".download-", dir=downloads)
+        fd, tmp_path = temp_file(downloads, "download")
+        tmp = str(tmp_path)
         h = hashlib.sha256()
         try:
             self.log(f"downloading {url}")
@@ -363,7 +364,7 @@ class SourceCache:
     ) -> Source:
         if tree := self._known(key):
             return self._finish(spec, tree, provenance)
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=self._trees_parent()))
+        tmp = temp_dir(self._trees_parent(), "extract")
         try:
             self.log(f"extracting {archive.name}")
             start = time.monotonic()
@@ -443,7 +444,7 @@ class SourceCache:
         if tree := self._known(key):
             return self._finish(spec, tree, provenance)
         deb = apt.download(spec.location, info)
-        tmp = Path(tempfile.mkdtemp(prefix=".deb-", dir=self._trees_parent()))
+        tmp = temp_dir(self._trees_parent(), "deb")
         try:
             fsys = tmp / "data.tar"
             process.run(
@@ -604,7 +605,8 @@ class DebianArchive:
         final = downloads / f"{info['SHA256']}.deb"
         if final.exists():
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=downloads))
+        sweep_stale(downloads)
+        tmp = temp_dir(downloads, "dl")
         try:
             self.log(f"downloading {package} {info['Version']}")
             process.run(

@@ -28,7 +28,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, UserError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, sweep_stale
 from ..results import ResultsFile
 from ..stats import Comparison, StatsOptions, Verdict, compare, compare_noise_floor
 from . import html, jsonout, junit, markdown, terminal
@@ -169,6 +169,7 @@ def write_reports(
             )
     baseline_prov = comparison.provenance.get(comparison.baseline, {})
     reproduce = options.reproduce or baseline_prov.get("reproduce")
+    sweep_stale(rundir)  # a report cut short by SIGKILL left its temporary files
     if "json" in options.formats:
         text = json.dumps(jsonout.to_json(comparison), indent=2, sort_keys=True) + "\n"
         atomic_write(rundir / OUTPUTS["json"], text, mode=REPORT_MODE)
