@@ -90,8 +90,24 @@ class Remote:
         self._console_tail = console_tail
         self._console_log = str(console_log) if console_log else None
         self._conn: fabric.Connection | None = None
+        self._pkey: paramiko.PKey | None = None
 
     # -- connecting -----------------------------------------------------------------------
+
+    def _client_key(self) -> paramiko.PKey:
+        """The login key, read once: a key file that cannot be read is an error at once,
+        not a minute of failed logins (paramiko reports it like a network failure)."""
+        if self._pkey is None:
+            try:
+                self._pkey = paramiko.PKey.from_path(self.key_filename)
+            except (OSError, ValueError, paramiko.SSHException) as exc:
+                raise self._error(
+                    SSHAuthError,
+                    f"cannot use the client key {self.key_filename}: {exc}",
+                    hint="rebuild the image (delete its cache directory); the key must be an"
+                    " unencrypted OpenSSH or PEM private key",
+                ) from exc
+        return self._pkey
 
     def _new_connection(self, timeout: float) -> fabric.Connection:
         # An explicit empty SSHConfig and lazy=True keep ~/.ssh/config and fabric's own
@@ -103,7 +119,7 @@ class Remote:
             port=self.port,
             config=config,
             connect_kwargs={
-                "key_filename": str(self.key_filename),
+                "pkey": self._client_key(),
                 "look_for_keys": False,
                 "allow_agent": False,
                 "timeout": timeout,

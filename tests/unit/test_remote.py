@@ -192,6 +192,18 @@ def test_wrong_client_key_is_an_auth_error(fake_guest: FakeGuest) -> None:
     assert info.value.console_tail == CONSOLE
 
 
+def test_a_client_key_that_cannot_be_read_fails_at_once(
+    fake_guest: FakeGuest, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "client_key"
+    garbage.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n")
+    r = _remote(fake_guest, key_filename=garbage)
+    start = time.monotonic()
+    with pytest.raises(SSHAuthError, match=f"cannot use the client key {garbage}"):
+        r.connect(time.monotonic() + 30)
+    assert time.monotonic() - start < 5  # not retried until the deadline
+
+
 def test_unexpected_host_key_is_rejected(fake_guest: FakeGuest, tmp_path: Path) -> None:
     _, other_pub = _keypair(tmp_path / "other-host")
     r = _remote(fake_guest, host_public_key=other_pub)
