@@ -7,6 +7,7 @@ parsed arguments and a rich console and returns an exit code.
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -718,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         err.print(f"[bold red]korch {args.command}: failed:[/] ", end="")
         err.print(f"{exc.strerror or exc}{where}", markup=False, highlight=False)
+        todo = _OS_ERROR_HINTS.get(exc.errno or 0)
+        if todo:
+            err.print(f"  hint: {todo}", markup=False, highlight=False)
         return errors.EXIT_INFRA
     except Exception:
         # a bug: say so with the traceback, and never exit 1 (a regression to CI)
@@ -730,6 +734,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free space on that file system, then run the command again"
+    " (a run continues with --resume)",
+    errno.EDQUOT: "free space within your quota, then run the command again",
+    errno.EROFS: "the file system is read-only: choose a writable path",
+    errno.EACCES: "choose a path you may write, or fix its permissions",
+}
 
 
 def _stop_on_sigterm() -> Any:
