@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.report.synthetic import synthetic_results
+from tests import faults
 
 REPO = Path(__file__).resolve().parents[2]
-CLASSES = {0: "ok", 1: "regression", 2: "infrastructure", 3: "inconclusive", 64: "usage", 70: "bug"}
-TALLY: Counter[str] = Counter()
 
 EXPERIMENT = """\
 schema: 1
@@ -124,15 +122,6 @@ CASES = [
 ]  # fmt: skip
 
 
-def summary() -> str:
-    """The tally line (printed by tests/conftest.py at the end of the session)."""
-    classes = ", ".join(f"{k} {v}" for k, v in sorted(TALLY.items()) if k.startswith("exit "))
-    return (
-        f"fault cases: {TALLY['tried']} tried, {TALLY['clear']} clear errors,"
-        f" {TALLY['traceback']} tracebacks, {TALLY['crash as 1']} exit 1; by class: {classes}"
-    )
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_a_fault_gets_a_clear_error_and_its_class(case: Case, tmp_path: Path) -> None:
     env = dict(os.environ, **(case.env(tmp_path) if case.env else {}))
@@ -143,12 +132,53 @@ def test_a_fault_gets_a_clear_error_and_its_class(case: Case, tmp_path: Path) ->
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     said = res.stdout + res.stderr
-    TALLY["tried"] += 1
-    TALLY[f"exit {res.returncode} ({CLASSES.get(res.returncode, '?')})"] += 1
-    TALLY["traceback"] += "Traceback" in said
-    TALLY["crash as 1"] += res.returncode == 1
-    clear = "Traceback" not in said and case.says(tmp_path) in said
-    TALLY["clear"] += clear
+    faults.record(res.returncode, said, case.says(tmp_path) in said)
     assert "Traceback" not in said, said
     assert res.returncode == case.exit_code, said
     assert case.says(tmp_path) in said, said
+
+
+def _private_mounts() -> str | None:
+    """Why a private mount namespace with a small tmpfs cannot be made here, or None."""
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         "mount -t tmpfs -o size=64k tmpfs /mnt"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        return (
+            f"no private tmpfs for a full disk (root in a mount namespace): {probe.stderr.strip()}"
+        )
+    return None
+
+
+@pytest.mark.skipif(_private_mounts() is not None, reason=str(_private_mounts()))
+def test_a_report_onto_a_full_disk_leaves_nothing_half_written(tmp_path: Path) -> None:
+    """``korch report --out`` on a file system that fills: exit 2 naming the device error,
+    and every file that is there is whole (written to a temporary name, then renamed).
+    The small tmpfs lives in a mount namespace of its own, so nothing outside sees it; what
+    it held is copied out before the namespace ends."""
+    pair = results_pair(tmp_path)
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    disk.mkdir()
+    kept.mkdir()
+    script = (
+        'mount -t tmpfs -o size=24k tmpfs "$DISK" || exit 99; "$@"; rc=$?;'
+        ' cp -a "$DISK/." "$KEPT/"; exit $rc'
+    )
+    env = dict(os.environ, HOME=str(tmp_path / "home"), DISK=str(disk), KEPT=str(kept))
+    res = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+         sys.executable, "-m", "orchestrator", "report", *pair, "--out", str(disk / "r")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    said = res.stdout + res.stderr
+    written = sorted(p.name for p in (kept / "r").iterdir()) if (kept / "r").is_dir() else []
+    half = [n for n in written if n.endswith(".tmp")]
+    faults.record(res.returncode, said, "No space left on device" in said and str(disk) in said)
+    assert res.returncode == 2, said
+    assert "Traceback" not in said, said
+    assert "No space left on device" in said and str(disk) in said, said
+    assert half == [], written
+    if "comparison.json" in written:  # what is there is whole
+        json.loads((kept / "r" / "comparison.json").read_text())
