@@ -189,8 +189,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--matrix",
         action="store_true",
-        help="run the CI workflow's jobs one after another here: plan, a build per kernel,"
-        " a bench per matrix cell and variant (not interleaved), one report per cell",
+        help="run the CI workflow's jobs one after another here: plan, a build per kernel"
+        " source and configuration, a bench per matrix cell (every variant, in blocks), one"
+        " report per cell",
     )
     p.add_argument(
         "--resume",
@@ -246,6 +247,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def _plan_args(p: argparse.ArgumentParser) -> None:
     _plan_options(p)
+    p.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="split the blocks into N bench jobs; each boots every variant, block by block,"
+        " on its own machine, and the report pairs the variants within each block",
+    )
 
 
 @command(
@@ -267,6 +275,15 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         f" {plan.blocks} block(s) (order seed {plan.order_seed}) x {plan.runs} run(s)"
         f" of {plan.duration_s:g} s a boot"
         + (f"; {len(cell_list)} matrix cells" if len(cell_list) > 1 else "")
+        + (
+            "; shards: "
+            + ", ".join(
+                f"{s} (blocks {r.start}-{r.stop - 1})"
+                for s, r in ((s, plan.shard_blocks(s)) for s in range(1, plan.shards + 1))
+            )
+            if plan.shards > 1
+            else ""
+        )
     )
     return errors.EXIT_OK
 
@@ -280,6 +297,12 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         help="boot only this variant (repeatable; default: every variant, block by block)",
     )
     p.add_argument("--cell", metavar="CELL", help="the matrix cell to run (see korch matrix)")
+    p.add_argument(
+        "--shard",
+        type=int,
+        metavar="N",
+        help="the shard of blocks to run, when korch plan --shards split them (see korch matrix)",
+    )
 
 
 @command(
@@ -294,8 +317,8 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
     rundir = Path(args.rundir)
     with progress_for(console) as progress:
-        results = stages.bench_stage(rundir, args.variant, args.cell, progress)
-    where = stages.find_cell(rundir, args.cell).dir(rundir)
+        results = stages.bench_stage(rundir, args.variant, args.cell, progress, args.shard)
+    where = stages.bench_dir(rundir, args.cell, args.shard)
     for side, res in results.items():
         console.print(f"{side}: {len(res.runs)} runs -> {RunDir(where).results(side)}")
     console.print(f"next: korch report {where} (with the other variants' results)")
@@ -313,7 +336,8 @@ def _matrix_args(p: argparse.ArgumentParser) -> None:
         "--stage",
         choices=("bench", "build"),
         default="bench",
-        help="bench: one entry per variant and matrix cell (default); build: one per kernel",
+        help="bench: one entry per matrix cell and shard of blocks (default); build: one per"
+        " kernel source and configuration",
     )
 
 

@@ -145,9 +145,10 @@ class Side:
         return len(self.boots)
 
 
-def side_of(results: ResultsFile, run_id: str | None = None) -> Side:
+def side_of(results: ResultsFile, run_id: str | None = None, cell: str | None = None) -> Side:
     """The store's view of a results file; the run id comes from its provenance
-    (``korch run`` and ``korch bench`` record it) unless given."""
+    (``korch run`` and ``korch bench`` record it) unless given, the cell from it too
+    unless given."""
     from .stages import cell_of
 
     rid = run_id or results.provenance.get("run_id")
@@ -166,7 +167,7 @@ def side_of(results: ResultsFile, run_id: str | None = None) -> Side:
     return Side(
         run_id=str(rid),
         experiment=results.experiment,
-        cell=cell_of(results),
+        cell=cell or cell_of(results),
         variant=results.variant,
         baseline=results.baseline,
         status=results.status,
@@ -181,9 +182,10 @@ def load_sides(paths: Sequence[Path]) -> list[Side]:
     """The results in run directories (their cells too) or results files, as sides."""
     from .report import load_results
     from .run import RunDir
-    from .stages import expand_inputs
+    from .stages import cell_of, expand_inputs, merge_shards, shard_of
 
     sides: list[Side] = []
+    shards: dict[tuple[str, str], list[ResultsFile]] = {}
     for path in expand_inputs(list(paths)):
         results, _ = load_results([path])
         fallback = None
@@ -191,7 +193,16 @@ def load_sides(paths: Sequence[Path]) -> list[Side]:
         if (rundir / "run.json").is_file():
             fallback = RunDir(rundir).info()["run_id"]
         for r in results:
+            if shard_of(r) is not None:
+                # a night's shards ran on several runners: filed per CPU model (a stratum),
+                # so later nights are checked against nights on the same kind of machine
+                stratum = f"{cell_of(r)}@{r.provenance.get('host_cpu') or 'unknown CPU'}"
+                shards.setdefault((stratum, r.variant), []).append(r)
+                continue
             sides.append(side_of(r, None if r.provenance.get("run_id") else fallback))
+    for (stratum, _), files in shards.items():
+        merged, _ = merge_shards(files)
+        sides += [side_of(r, cell=stratum) for r in merged]
     return sides
 
 

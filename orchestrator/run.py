@@ -99,6 +99,8 @@ class Plan:
     until_decisive: bool = False  # stop after the first block whose comparison is decisive
     max_blocks: int | None = None  # with until_decisive: the most blocks to run
     budget_s: float | None = None  # start no block that would end past this (bench stage)
+    shards: int = 1  # bench jobs the blocks are split into (korch plan --shards)
+    shard: int | None = None  # the one shard this plan runs (1-based); None: every block
 
     def workload(self) -> dict[str, Any]:
         return {
@@ -119,6 +121,30 @@ class Plan:
         if self.until_decisive and self.max_blocks:
             return self.max_blocks
         return self.blocks
+
+    def shard_blocks(self, shard: int) -> range:
+        """The blocks of ``shard`` (1-based) out of :attr:`shards`: contiguous, as even as
+        can be, and whole chunks of k = len(sides) blocks where there are enough, so each
+        shard keeps the balanced order (every side first once per chunk)."""
+        if not 1 <= shard <= self.shards:
+            raise ValueError(f"shard {shard} of {self.shards}")
+        k = max(1, len(self.variants))
+        unit = k if self.blocks >= self.shards * k else 1
+        ends = [0]
+        for i in range(1, self.shards):
+            end = round(i * self.blocks / self.shards / unit) * unit
+            # every shard keeps at least one block
+            end = min(max(end, ends[-1] + 1), self.blocks - (self.shards - i))
+            ends.append(end)
+        ends.append(self.blocks)
+        return range(ends[shard - 1] + 1, ends[shard] + 1)
+
+    @property
+    def own_blocks(self) -> range:
+        """The blocks this plan boots: its shard's, else 1..:attr:`last_block`."""
+        if self.shard is not None:
+            return self.shard_blocks(self.shard)
+        return range(1, self.last_block + 1)
 
     def design(self) -> dict[str, Any]:
         """How the runs were laid out, for the statistics: a sequential run (stopped when
@@ -194,6 +220,7 @@ def make_plan(
     until_decisive: bool = False,
     max_blocks: int | None = None,
     budget_s: float | None = None,
+    shards: int | None = None,
 ) -> Plan:
     """The experiment's settings with the command line's overrides applied and checked.
 
@@ -207,6 +234,7 @@ def make_plan(
         ("--duration", duration_s),
         ("--max-blocks", max_blocks),
         ("--budget", budget_s),
+        ("--shards", shards),
     ):
         if value is None:
             continue
@@ -224,6 +252,17 @@ def make_plan(
     n_blocks = blocks or w.blocks
     if until_decisive:
         n_blocks = max_blocks or n_blocks
+    if shards is not None and shards > n_blocks:
+        raise UserError(
+            f"--shards {shards} is more than the {n_blocks} blocks to split",
+            hint="every shard needs a block of its own: lower --shards or raise --blocks",
+        )
+    if shards is not None and shards > 1 and until_decisive:
+        raise UserError(
+            "--until-decisive needs every block's results after each block, which separate"
+            " bench jobs do not have",
+            hint="run it with korch run on one machine, or give shards a fixed --blocks",
+        )
     side_names: tuple[str, ...]
     if aa:
         side_names = (exp.baseline, f"{exp.baseline}-aa")
@@ -267,6 +306,7 @@ def make_plan(
         until_decisive=until_decisive,
         max_blocks=n_blocks if until_decisive else None,
         budget_s=float(budget_s) if budget_s is not None else None,
+        shards=shards or 1,
     )
 
 
@@ -558,6 +598,13 @@ class Runner:
         out: dict[str, Any] = {"run_id": info["run_id"], "planned_at": info.get("created")}
         if info.get("cell"):
             out["cell"] = info["cell"]
+        if self.plan.shard is not None:
+            own = self.plan.own_blocks
+            out["shard"] = {
+                "index": self.plan.shard,
+                "of": self.plan.shards,
+                "blocks": [own.start, own.stop - 1],
+            }
         return out
 
     @staticmethod
@@ -638,7 +685,7 @@ class Runner:
         """Boot the missing boots block by block; return why the loop ended."""
         plan = self.plan
         took: list[float] = []  # seconds of each block booted whole in this session
-        for block in range(1, plan.last_block + 1):
+        for block in plan.own_blocks:
             order = [s for s in plan.block_order(block) if s in results]
             missing = [
                 s for s in order if self.runs_done(results[s], boot_id(s, block)) < plan.runs
@@ -676,6 +723,9 @@ class Runner:
                     return reason
         if plan.until_decisive:
             return f"reached the most blocks allowed ({plan.last_block}) without a decisive verdict"
+        if plan.shard is not None:
+            own = plan.own_blocks
+            return f"ran blocks {own.start}-{own.stop - 1}, shard {plan.shard} of {plan.shards}"
         return f"ran the {plan.last_block} planned blocks"
 
     def over_budget(self, block: int, took: list[float], used_s: float) -> str | None:
@@ -712,9 +762,14 @@ class Runner:
 
     def complete_blocks(self, results: dict[str, ResultsFile]) -> int:
         """How many blocks have every run of every side in ``results``."""
+        blocks = (
+            self.plan.own_blocks
+            if self.plan.shard is not None
+            else range(1, max(self.plan.blocks, self.plan.last_block) + 1)
+        )
         return sum(
             1
-            for block in range(1, max(self.plan.blocks, self.plan.last_block) + 1)
+            for block in blocks
             if all(
                 self.runs_done(res, boot_id(side, block)) >= self.plan.runs
                 for side, res in results.items()
@@ -955,6 +1010,7 @@ def plan_for_args(exp: Experiment, args: Any) -> Plan:
         until_decisive=getattr(args, "until_decisive", False),
         max_blocks=getattr(args, "max_blocks", None),
         budget_s=parse_duration(budget) if budget is not None else None,
+        shards=getattr(args, "shards", None),
     )
 
 

@@ -4,11 +4,13 @@
 directory, do one stage and leave their output in it; a GitHub Actions job uploads the
 directory and the next job downloads it (see ci/github/). ``korch run --matrix`` runs the
 same functions one after another on one machine. ``korch run`` is the same stages too
-(:class:`orchestrator.run.Runner`), but boots the variants in blocks (each block boots every
-variant once, in a balanced order), which a split across machines cannot do: there each
-bench job boots its own variant, block after block. Stopping when the verdict is decisive
-(``korch run --until-decisive``) needs every variant's results after each block, so it is
-not offered here.
+(:class:`orchestrator.run.Runner`). Every bench job boots every variant in blocks (each
+block boots every variant once, in a balanced order), as ``korch run`` does; ``korch plan
+--shards N`` splits the blocks into N contiguous shards, a bench job each, and the report
+merges the shards and pairs the variants within each block (one machine), so a difference
+between the jobs' runners cancels. Stopping when the verdict is decisive (``korch run
+--until-decisive``) needs every block's results after each block, so it is not offered
+here.
 
 A run directory made by ``korch plan``::
 
@@ -17,6 +19,7 @@ A run directory made by ``korch plan``::
     RUNDIR/build/<variant>/       the build stage's kernels (shared by every cell)
     RUNDIR/results/ boot/ env.json    the bench stage's output, without a matrix
     RUNDIR/cells/<cell>/          with a matrix: each cell's run.json, results, boots, reports
+    <cell dir>/shards/<n>/        with --shards: each shard's run.json, results, boots
 
 An experiment's ``matrix:`` varies boot-time settings (vCPUs, memory, workload parameters);
 each combination is a *cell*, a run of its own with its own comparison. Without a matrix
@@ -51,8 +54,9 @@ PLAN_FIELDS = {
     "workload.busy_ms": "busy_ms",
 }
 MATRIX_STAGES = ("bench", "build")
-BUILD_KEYS = ("kernel", "variant", "config")
-BENCH_KEYS = ("kernel", "variant", "config", "cell", "dir")
+SHARDS_DIR = "shards"
+BUILD_KEYS = ("kernel", "config", "variants")
+BENCH_KEYS = ("kernel", "cell", "shard", "dir")
 
 
 # ---------------------------------------------------------------- cells
@@ -92,6 +96,11 @@ def cells(exp: Experiment) -> list[Cell]:
 def cell_plan(plan: Plan, cell: Cell) -> Plan:
     """``plan`` with the cell's settings applied."""
     return replace(plan, **{PLAN_FIELDS[k]: v for k, v in cell.settings.items()})
+
+
+def shard_dir(cell_dir: Path, shard: int) -> Path:
+    """Where shard ``shard`` of a cell's blocks lives: a run directory of its own."""
+    return cell_dir / SHARDS_DIR / str(shard)
 
 
 def planned_cells(rundir: Path) -> list[Cell]:
@@ -153,33 +162,31 @@ def config_id(exp: Experiment, variant: str) -> str:
 def github_matrix(exp: Experiment, plan: Plan, cell_list: list[Cell], stage: str) -> dict:
     """``{"include": [...]}`` for a GitHub Actions ``strategy.matrix`` (via ``fromJSON``).
 
-    ``build``: one entry per kernel (kernel, variant, config). ``bench``: one per side and
-    cell (kernel, variant, config, cell, dir), ``dir`` being the cell's run directory
-    relative to RUNDIR.
+    ``build``: one job per kernel source and configuration (kernel, config, variants: the
+    variants it builds, space-separated), so variants that share a .config build one after
+    another in one build directory and the second compiles only what its patches touch.
+    ``bench``: one job per matrix cell and shard of blocks (kernel, cell, shard, dir: the
+    shard's run directory relative to RUNDIR); each boots every variant, block by block.
     """
     if stage not in MATRIX_STAGES:
         raise UserError(
             f"no stage {stage!r} has a matrix", hint=f"choose {' or '.join(MATRIX_STAGES)}"
         )
     label = kernel_label(exp)
-    configs = {k: config_id(exp, k) for k in dict.fromkeys(plan.kernels.values())}
     include: list[dict[str, str]] = []
     if stage == "build":
         order = [v.name for v in exp.variants]
-        for k in sorted(configs, key=order.index):
-            include.append({"kernel": label, "variant": k, "config": configs[k]})
+        groups: dict[str, list[str]] = {}
+        for k in sorted(dict.fromkeys(plan.kernels.values()), key=order.index):
+            groups.setdefault(config_id(exp, k), []).append(k)
+        for config, names in groups.items():
+            include.append({"kernel": label, "config": config, "variants": " ".join(names)})
     else:
         for c in cell_list:
-            rel = c.dir(Path(".")).as_posix()
-            for side in plan.variants:
+            for s in range(1, plan.shards + 1):
+                where = c.dir(Path(".")) if plan.shards == 1 else shard_dir(c.dir(Path(".")), s)
                 include.append(
-                    {
-                        "kernel": label,
-                        "variant": side,
-                        "config": configs[plan.kernels[side]],
-                        "cell": c.id,
-                        "dir": rel,
-                    }
+                    {"kernel": label, "cell": c.id, "shard": str(s), "dir": where.as_posix()}
                 )
     return {"include": include}
 
@@ -205,7 +212,7 @@ def matrix_from_json(text: str) -> dict:
         ):
             raise UserError(
                 f"matrix entry {i}: expected string values for {', '.join(BUILD_KEYS)}"
-                f" (and {', '.join(BENCH_KEYS[len(BUILD_KEYS) :])} for bench), got {entry!r}"
+                f" (build) or {', '.join(BENCH_KEYS)} (bench), got {entry!r}"
             )
     return obj
 
@@ -221,16 +228,25 @@ def plan_stage(exp: Experiment, plan: Plan, rundir: Path, reproduce: str) -> lis
     top = Runner(exp, plan, rundir, build.NullProgress(), reproduce)
     top.prepare(extra={"cells": {c.id: c.settings for c in cell_list}})
     info = RunDir(rundir).info()
+    same_run = {"run_id": info["run_id"], "created": info["created"]}
     for c in cell_list:
-        if c.id == DEFAULT_CELL:
+        cplan = cell_plan(plan, c)
+        cell = {"cell": {"id": c.id, "settings": c.settings}} if c.id != DEFAULT_CELL else {}
+        if c.id != DEFAULT_CELL:
+            Runner(exp, cplan, c.dir(rundir), build.NullProgress(), reproduce).prepare(
+                extra={**cell, **same_run}
+            )
+        if plan.shards == 1:
             continue
-        Runner(exp, cell_plan(plan, c), c.dir(rundir), build.NullProgress(), reproduce).prepare(
-            extra={
-                "cell": {"id": c.id, "settings": c.settings},
-                "run_id": info["run_id"],
-                "created": info["created"],
-            }
-        )
+        for s in range(1, plan.shards + 1):
+            splan = replace(cplan, shard=s)
+            own = splan.own_blocks
+            Runner(exp, splan, shard_dir(c.dir(rundir), s), build.NullProgress(), reproduce).prepare(
+                extra={
+                    **cell, **same_run,
+                    "shard": {"index": s, "of": plan.shards, "blocks": [own.start, own.stop - 1]},
+                }
+            )  # fmt: skip
     return cell_list
 
 
@@ -252,12 +268,13 @@ def bench_stage(
     variants: list[str] | None,
     cell: str | None,
     progress: build.Progress,
+    shard: int | None = None,
 ) -> dict[str, ResultsFile]:
     """``korch bench RUNDIR``: boot the kernels in RUNDIR/build/ and run the workload for
-    ``variants`` (default: every side, block by block) of one cell. Needs neither the
-    kernel source nor the build cache."""
-    chosen = find_cell(rundir, cell)
-    where = chosen.dir(rundir)
+    ``variants`` (default: every side, block by block) of one cell, and of one shard of
+    its blocks when the plan has shards. Needs neither the kernel source nor the build
+    cache."""
+    where = bench_dir(rundir, cell, shard)
     plan, reproduce = load_plan(where)
     exp = load_bench_experiment(where, plan)
     runner = Runner(exp, plan, where, progress, reproduce)
@@ -272,16 +289,144 @@ def bench_stage(
     return runner.bench(builds, sides)
 
 
+def bench_dir(rundir: Path, cell: str | None, shard: int | None) -> Path:
+    """The run directory ``korch bench`` fills: the cell's, or its shard's."""
+    where = find_cell(rundir, cell).dir(rundir)
+    plan, _ = load_plan(where)
+    if plan.shards == 1:
+        if shard not in (None, 1):
+            raise UserError(
+                f"the plan in {where} has no shards (--shard {shard})",
+                hint="plan the run with korch plan --shards N to split its blocks",
+            )
+        return where
+    if shard is None or not 1 <= shard <= plan.shards:
+        raise UserError(
+            f"the plan in {where} splits its {plan.blocks} blocks into {plan.shards} shards;"
+            + (" name one with --shard" if shard is None else f" there is no shard {shard}"),
+            hint=f"--shard 1 to {plan.shards} (korch matrix lists the bench jobs)",
+        )
+    return shard_dir(where, shard)
+
+
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Report inputs with a matrix run directory replaced by its cells' directories."""
+    """Report inputs with a matrix run directory replaced by its cells' directories, and a
+    sharded one by its shards' directories."""
     out: list[Path] = []
     for p in paths:
-        cell_dirs = sorted(d for d in (p / CELLS_DIR).glob("*") if (d / "results").is_dir())
-        if p.is_dir() and not (p / "results").is_dir() and cell_dirs:
-            out += cell_dirs
-        else:
+        if not p.is_dir() or (p / "results").is_dir():
             out.append(p)
+            continue
+        found = sorted(
+            d
+            for pattern in ("*", f"*/{SHARDS_DIR}/*")
+            for d in (p / CELLS_DIR).glob(pattern)
+            if (d / "results").is_dir()
+        ) + sorted(d for d in (p / SHARDS_DIR).glob("*") if (d / "results").is_dir())
+        out += found or [p]
     return out
+
+
+def shard_of(results: ResultsFile) -> dict[str, Any] | None:
+    """The shard a results file holds (index, of, blocks), or None for a whole run."""
+    shard = results.provenance.get("shard")
+    return shard if isinstance(shard, dict) and "index" in shard else None
+
+
+HOST_KEYS = ("host", "host_cpu")
+
+
+def merge_shards(members: list[ResultsFile]) -> tuple[list[ResultsFile], list[str]]:
+    """One results file per variant from the shards' files of one cell, and warnings.
+
+    Each boot and run keeps the host it ran on (``host``, ``host_cpu``) and its ``shard``,
+    so the statistics pair the variants within a block only where one machine booted the
+    block, and the report can show the effect per shard. The merged provenance lists the
+    shards (``shards``: index, blocks, host, CPU model, status); its host fields name every
+    machine, the same on every side when each shard ran every variant. A shard planned but
+    absent, or cut short, is said in the warnings: the report then uses the complete blocks
+    it has."""
+    by_variant: dict[str, list[ResultsFile]] = {}
+    for r in members:
+        by_variant.setdefault(r.variant, []).append(r)
+    merged: list[ResultsFile] = []
+    warnings: list[str] = []
+    planned: set[int] = set()
+    present: dict[str, set[int]] = {}
+    for variant, files in by_variant.items():
+        shards = [shard_of(f) for f in files]
+        if all(s is None for s in shards):
+            merged += files
+            continue
+        if any(s is None for s in shards):
+            raise UserError(
+                f"results of variant {variant!r} mix a whole run with shards of one",
+                hint="report the shards of one planned run (korch plan --shards) together",
+            )
+        indices = [int(s["index"]) for s in shards if s is not None]
+        if len(set(indices)) != len(indices):
+            dup = sorted({i for i in indices if indices.count(i) > 1})
+            raise UserError(
+                f"two results files of variant {variant!r} hold shard {dup[0]}",
+                hint="give each bench job's results once",
+            )
+        run_ids = {f.provenance.get("run_id") for f in files}
+        if len(run_ids) != 1:
+            raise UserError(
+                f"the shards of variant {variant!r} come from different planned runs",
+                hint="report the shards of one korch plan together",
+            )
+        ordered = sorted(files, key=lambda f: int(shard_of(f)["index"]))  # type: ignore[index]
+        first = ordered[0]
+        out = ResultsFile(
+            experiment=first.experiment,
+            variant=variant,
+            baseline=first.baseline,
+            provenance=dict(first.provenance),
+            status="complete" if all(f.status == "complete" for f in ordered) else "interrupted",
+            interruption=next((f.interruption for f in ordered if f.interruption), None),
+        )
+        listing = []
+        for f in ordered:
+            s = shard_of(f)
+            assert s is not None
+            where = {k: f.provenance.get(k) for k in HOST_KEYS}
+            out.boots += [{**b, "shard": s["index"], **where} for b in f.boots]
+            out.runs += [{**r, "shard": s["index"], **where} for r in f.runs]
+            listing.append({**s, **where, "status": f.status})
+            planned.update(range(1, int(s["of"]) + 1))
+        present[variant] = {int(s["index"]) for s in listing}
+        for key in HOST_KEYS:
+            out.provenance[key] = "; ".join(sorted({str(x[key]) for x in listing}))
+        out.provenance.pop("shard", None)
+        out.provenance["shards"] = listing
+        design = dict(out.provenance.get("design") or {})
+        design["blocks_run"] = sum(
+            int((f.provenance.get("design") or {}).get("blocks_run") or 0) for f in ordered
+        )
+        design["stop"] = "; ".join(
+            str((f.provenance.get("design") or {}).get("stop") or "cut short") for f in ordered
+        )
+        out.provenance["design"] = design
+        for f in ordered:
+            if f.status != "complete":
+                s = shard_of(f)
+                assert s is not None
+                warnings.append(
+                    f"Shard {s['index']} of {variant} ended early"
+                    f" ({(f.interruption or {}).get('reason', f.status)}); its complete blocks"
+                    " are used."
+                )
+        merged.append(out)
+    if planned:
+        for variant, have in sorted(present.items()):
+            missing = sorted(planned - have)
+            if missing:
+                warnings.append(
+                    f"No results of {variant} from shard(s) {', '.join(map(str, missing))} of"
+                    f" {max(planned)}: their blocks are missing from the comparison."
+                )
+    return merged, warnings
 
 
 def cell_of(results: ResultsFile) -> str:
@@ -333,7 +478,10 @@ def report_stage(
         if len(groups) > 1 and options.console is not None:
             options.console.rule(f"cell {name}")
         source = options.source_dir if len(groups) == 1 else None
-        comparison = report.write_reports(where, members, replace(options, source_dir=source))
+        members, said = merge_shards(members)
+        comparison = report.write_reports(
+            where, members, replace(options, source_dir=source, warnings=tuple(said))
+        )
         if github_summary:
             report.append_step_summary(comparison)
         codes.append(report.exit_code(comparison, fail_on))
@@ -372,7 +520,7 @@ def run_matrix(args: Any, console: Any) -> int:
     sequential = [o for o in ("until_decisive", "max_blocks", "budget") if getattr(args, o, None)]
     if sequential:
         raise UserError(
-            f"--matrix runs each variant's bench job on its own, so it cannot stop on the"
+            f"--matrix runs the bench jobs one by one, so it cannot stop on the whole"
             f" comparison or a shared time budget; drop"
             f" {', '.join('--' + o.replace('_', '-') for o in sequential)}",
             hint="use korch run without --matrix",
@@ -385,16 +533,16 @@ def run_matrix(args: Any, console: Any) -> int:
     if exp.matrix:
         console.print(f"matrix: {len(cell_list)} cells: {', '.join(c.id for c in cell_list)}")
     timings["plan"] = time.monotonic() - start
-    kernels = list(dict.fromkeys(plan.kernels.values()))
     with progress_for(console) as progress:
         t = time.monotonic()
-        for k in kernels:  # one build job per kernel in the workflow
-            build_stage(rundir, [k], progress)
+        # one build job per kernel source and configuration in the workflow
+        for entry in github_matrix(exp, plan, cell_list, "build")["include"]:
+            build_stage(rundir, entry["variants"].split(), progress)
         timings["build"] = time.monotonic() - t
         t = time.monotonic()
-        for c in cell_list:  # one bench job per cell and variant
-            for side in plan.variants:
-                bench_stage(rundir, [side], c.id, progress)
+        for c in cell_list:  # one bench job per cell and shard, every variant in blocks
+            for s in range(1, plan.shards + 1):
+                bench_stage(rundir, None, c.id, progress, s if plan.shards > 1 else None)
         timings["bench"] = time.monotonic() - t
     t = time.monotonic()
     options = report.ReportOptions(
@@ -403,7 +551,7 @@ def run_matrix(args: Any, console: Any) -> int:
         report_command=shlex.join(["korch", "report", str(rundir)]),
     )
     code, written = report_stage(
-        [c.dir(rundir) for c in cell_list],
+        expand_inputs([c.dir(rundir) for c in cell_list]),
         None,
         options,
         getattr(args, "fail_on", "regression"),

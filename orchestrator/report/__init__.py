@@ -18,6 +18,7 @@ far two runs of the same kernel land apart, next to every metric.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -76,6 +77,7 @@ class ReportOptions:
     reproduce: str | None = None
     report_command: str | None = None
     source_dir: Path | None = None
+    warnings: tuple[str, ...] = ()  # said by the caller (e.g. missing shards), shown first
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -167,6 +169,10 @@ def write_reports(
                 f"{options.source_dir or rundir}: no results to report",
                 hint="a run directory holds results/*.json (and for an A/A run aa/results/*.json)",
             )
+    if options.warnings:
+        comparison = dataclasses.replace(
+            comparison, warnings=(*options.warnings, *comparison.warnings)
+        )
     baseline_prov = comparison.provenance.get(comparison.baseline, {})
     reproduce = options.reproduce or baseline_prov.get("reproduce")
     sweep_stale(rundir)  # a report cut short by SIGKILL left its temporary files

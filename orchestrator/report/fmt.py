@@ -177,4 +177,16 @@ def design_lines(comparison: Comparison) -> list[str]:
             f"{label(comparison, c.candidate)}: variance of {comparison.headline}: {split}."
             + (f" Next run: {d.text}." if d.text else "")
         )
+    for c in comparison.candidates:
+        if c.strata:
+            parts = [
+                f"shard {s.shard} (blocks {s.blocks[0]}-{s.blocks[1]}, {s.host_cpu}):"
+                f" {change(s.ratio)} {interval(s.ci_low, s.ci_high)} over {s.n} blocks"
+                for s in c.strata
+            ]
+            out.append(
+                f"{label(comparison, c.candidate)} vs {label(comparison, comparison.baseline)}"
+                f", {comparison.headline} by shard (each machine's blocks alone; the verdict"
+                f" pools them): " + "; ".join(parts) + "."
+            )
     return out

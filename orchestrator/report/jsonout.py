@@ -162,6 +162,18 @@ def to_json(comparison: Comparison, *, nested: bool = False) -> dict[str, Any]:
                 "verdict": str(c.verdict),
                 "comparable": c.comparable,
                 "design": _design(c.design),
+                "strata": [
+                    {
+                        "shard": s.shard,
+                        "blocks": list(s.blocks),
+                        "host_cpu": s.host_cpu,
+                        "n": s.n,
+                        "ratio": s.ratio,
+                        "ci_low": s.ci_low,
+                        "ci_high": s.ci_high,
+                    }
+                    for s in c.strata
+                ],
                 "differences": [
                     {
                         "field": d.field,

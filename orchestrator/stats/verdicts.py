@@ -141,6 +141,20 @@ class DesignAdvice:
 
 
 @dataclass(frozen=True)
+class Stratum:
+    """The headline's change within one shard of blocks (one machine): what a reader needs
+    to see whether machines disagree. Information only: the verdict pools every block."""
+
+    shard: int
+    blocks: tuple[int, int]  # first and last block of the shard
+    host_cpu: str
+    n: int  # paired blocks in the shard
+    ratio: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+@dataclass(frozen=True)
 class CandidateComparison:
     """A candidate against the baseline: every metric, and whether they can be compared."""
 
@@ -149,6 +163,7 @@ class CandidateComparison:
     metrics: tuple[MetricComparison, ...]
     differences: tuple[Difference, ...]
     design: DesignAdvice | None = None
+    strata: tuple[Stratum, ...] = ()
 
     @property
     def comparable(self) -> bool:
@@ -256,19 +271,38 @@ def _max_blocks(results: Sequence[ResultsFile], options: StatsOptions) -> int | 
     return None
 
 
+def _block_hosts(d: VariantData) -> dict[int, set[str]]:
+    """The hosts that booted each block of ``d``: a boot's own ``host`` (shards merged from
+    several machines carry it), else the results file's."""
+    default = str(d.results.provenance.get("host"))
+    out: dict[int, set[str]] = {}
+    for boot in d.results.boots:
+        block = boot.get("block")
+        if isinstance(block, int):
+            out.setdefault(block, set()).add(str(boot.get("host") or default))
+    for block in d.run_blocks.tolist():
+        if block >= 1 and block not in out:
+            out[block] = {default}
+    return out
+
+
 def _pairable(datas: Sequence[VariantData]) -> bool:
-    """Blocked results of one run on one host: every run knows its block, and the run ids
-    and hosts agree. A block's boots share a host and a stretch of time; the same plan
-    benched one variant per machine (a CI job each) has block numbers but no such pairs."""
+    """Blocked results of one run whose every block was booted on one host: every run
+    knows its block, the run ids agree, and no block has boots on two machines. A block's
+    boots share a host and a stretch of time, so a difference between machines (shards on
+    different runners) cancels in the block's ratio; the same plan benched one variant per
+    machine has block numbers but no such pairs."""
     ids = {d.results.provenance.get("run_id") for d in datas}
-    hosts = {d.results.provenance.get("host") for d in datas}
-    if len(ids) != 1 or len(hosts) != 1:
+    if len(ids) != 1:
         return False
+    hosts: dict[int, set[str]] = {}
     for d in datas:
         blocks = [*d.run_blocks.tolist(), *(b for _, b in d.hung_runs)]
         if not blocks or min(blocks) < 1:
             return False
-    return True
+        for block, names in _block_hosts(d).items():
+            hosts.setdefault(block, set()).update(names)
+    return all(len(names) == 1 for names in hosts.values())
 
 
 # ---------------------------------------------------------------- one metric
@@ -488,6 +522,31 @@ def _within_boot(datas: Sequence[VariantData], m: Metric) -> tuple[float | None,
     return (ss / df if df else None), max(1, runs)
 
 
+def _strata(
+    base: VariantData, btab: BootValues, ctab: BootValues, m: Metric, level: float
+) -> tuple[Stratum, ...]:
+    """The headline per shard, when the results were merged from shards (``provenance.
+    shards``); the change and interval from that shard's paired blocks alone."""
+    shards = base.results.provenance.get("shards")
+    if not isinstance(shards, list) or len(shards) < 2:
+        return ()
+    pairing = pair(btab, ctab, m, "baseline", "candidate")
+    d = pairing.candidate - pairing.baseline
+    out = []
+    for s in shards:
+        first, last = (int(x) for x in s["blocks"])
+        mine = np.array([x for b, x in zip(pairing.blocks, d, strict=True) if first <= b <= last])
+        est = low = high = None
+        if mine.size:
+            e, lo, hi = inf.paired_interval(mine, level)
+            est, low, high = _exp(e), _exp(lo), _exp(hi)
+        out.append(
+            Stratum(int(s["index"]), (first, last), str(s.get("host_cpu")), int(mine.size),
+                    est, low, high)
+        )  # fmt: skip
+    return tuple(out)
+
+
 def _advice(
     mc: MetricComparison,
     m: Metric,
@@ -699,7 +758,13 @@ def compare(
             m = METRIC_BY_KEY[head.metric]
             ctabs = tables[datas.index(cand)]
             advice = _advice(head, m, base, cand, btabs[m.key], ctabs[m.key], smallest)
-        candidates.append(CandidateComparison(cand.variant, verdict, decided, differences, advice))
+        strata: tuple[Stratum, ...] = ()
+        if head is not None and paired:
+            m = METRIC_BY_KEY[head.metric]
+            strata = _strata(base, btabs[m.key], tables[datas.index(cand)][m.key], m, head.level)
+        candidates.append(
+            CandidateComparison(cand.variant, verdict, decided, differences, advice, strata)
+        )
 
     emulated = any(_is_emulated(r.provenance) for r in ordered)
     warnings = _warnings(datas, summaries, emulated, paired, candidates)

@@ -1,13 +1,12 @@
-"""The CI workflow simulated here: plan, a build job per kernel, a bench job per variant,
-a report job; each job in its own run directory, the artifacts handed on as directory
-copies, the bench jobs without the kernel source or the build cache. Compared with one
-``korch run`` of the same settings.
+"""The CI workflow simulated here: plan, a build job per kernel source and configuration, a
+bench job per shard of blocks (each booting every variant), a report job; each job in its
+own run directory, the artifacts handed on as directory copies, the bench jobs without the
+kernel source or the build cache. Compared with one ``korch run`` of the same settings.
 
 Two sets of boots never give the same numbers, so "the same comparison" is asserted as what
 can honestly be the same: the same variants, metrics and comparability, the same verdict
 class; results files with the same structure and provenance; and, fed the same results,
-the workflow's report path (one directory per variant) writes exactly the comparison that
-``korch run`` wrote.
+the workflow's report path writes exactly the comparison that ``korch run`` wrote.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from orchestrator import build, stages
 from orchestrator.errors import EXIT_INCONCLUSIVE, EXIT_OK
 from orchestrator.results import ResultsFile
 
-SETTINGS = ["--runs", "2", "--duration", "2", "--blocks", "1", "--accel", "tcg"]
+SETTINGS = ["--runs", "1", "--duration", "2", "--blocks", "2", "--accel", "tcg"]
 VARIANTS = ("mmap-lock", "per-vma")
 
 
@@ -71,37 +70,47 @@ def test_workflow_stages_match_a_single_run(
 ) -> None:
     # -- plan job
     plan_job = tmp_path / "plan-job" / "run"
-    korch("plan", "--out", plan_job, *SETTINGS)
+    korch("plan", "--out", plan_job, *SETTINGS, "--shards", "2")
     builds = stages.matrix_from_json(korch("matrix", plan_job, "--stage", "build"))["include"]
     benches = stages.matrix_from_json(korch("matrix", plan_job))["include"]
-    assert [e["variant"] for e in builds] == [e["variant"] for e in benches] == list(VARIANTS)
+    # one build job for both variants (one configuration); a bench job per shard
+    assert [e["variants"] for e in builds] == [" ".join(VARIANTS)]
+    assert [(e["shard"], e["dir"]) for e in benches] == [("1", "shards/1"), ("2", "shards/2")]
     plan_artifact = plan_job
 
-    # -- build jobs: one per kernel, each from the plan artifact alone
-    build_artifacts = {}
-    for entry in builds:
-        v = entry["variant"]
-        rundir = download(plan_artifact, tmp_path / f"build-{v}" / "run")
-        korch("build", "--resume", rundir, "--variant", v)
-        assert sorted(p.name for p in (rundir / "build").iterdir()) == [v]
-        build_artifacts[v] = rundir / "build" / v
+    # -- build job: every variant of the kernel, from the plan artifact alone
+    rundir = download(plan_artifact, tmp_path / "build-job" / "run")
+    korch("build", "--resume", rundir, *[a for v in VARIANTS for a in ("--variant", v)])
+    assert sorted(p.name for p in (rundir / "build").iterdir()) == list(VARIANTS)
+    build_artifact = rundir / "build"
 
-    # -- bench jobs: the plan and their kernel, on a machine without source or build cache
+    # -- bench jobs: the plan and every kernel, on machines without source or build cache
     fresh_cache = tmp_path / "bench-machine-cache"
     bench_artifacts = []
     for entry in benches:
-        v = entry["variant"]
-        rundir = download(plan_artifact, tmp_path / f"bench-{v}" / "run")
-        download(build_artifacts[v], rundir / "build" / v)
+        rundir = download(plan_artifact, tmp_path / f"bench-{entry['shard']}" / "run")
+        download(build_artifact, rundir / "build")
         korch(
-            "bench", rundir, "--variant", v, "--cell", entry["cell"],
+            "bench", rundir, "--cell", entry["cell"], "--shard", entry["shard"],
             env={"KORCH_CACHE": str(fresh_cache)},
         )  # fmt: skip
-        cell_dir = rundir / entry["dir"]
-        upload = tmp_path / "report-job" / "bench" / f"korch-bench-{entry['cell']}-{v}"
-        shutil.copytree(cell_dir, upload, ignore=shutil.ignore_patterns("build"))
+        shard_dir = rundir / entry["dir"]
+        upload = tmp_path / "report-job" / "bench" / f"korch-bench-{entry['cell']}-{entry['shard']}"
+        shutil.copytree(shard_dir, upload, ignore=shutil.ignore_patterns("build"))
         bench_artifacts.append(upload)
+        # each shard booted every variant, in its own blocks only
+        block = int(entry["shard"])
+        for v in VARIANTS:
+            res = ResultsFile.load(upload / "results" / f"{v}.json")
+            assert [b["block"] for b in res.boots] == [block], (v, res.boots)
+            assert res.provenance["shard"] == {"index": block, "of": 2, "blocks": [block, block]}
     assert not {"git", "trees", "builds", "objdirs"} & {p.name for p in fresh_cache.iterdir()}
+    # the second shard ran on another runner, with another CPU model (as hosted runners do)
+    for v in VARIANTS:
+        path = bench_artifacts[1] / "results" / f"{v}.json"
+        moved = ResultsFile.load(path)
+        moved.provenance.update(host="runner-2", host_cpu="Another CPU @ 2.0GHz")
+        moved.save(path)
 
     # -- report job
     report_dir = tmp_path / "report-job" / "report"
@@ -115,21 +124,37 @@ def test_workflow_stages_match_a_single_run(
     staged, direct = comparison(report_dir), comparison(single)
     assert shape(staged) == shape(direct)
     assert staged["verdict"] == "inconclusive" and staged["comparable"]
+    # paired within blocks although the shards ran on different CPU models; one
+    # estimate per shard next to the pooled one
+    head = next(m for m in staged["candidates"][0]["metrics"] if m["family"] == "headline")
+    assert head["method"] == "paired" and head["blocks"] == 2
+    strata = staged["candidates"][0]["strata"]
+    assert [(s["shard"], s["host_cpu"], s["n"]) for s in strata] == [
+        (
+            1,
+            ResultsFile.load(bench_artifacts[0] / "results" / "per-vma.json").provenance[
+                "host_cpu"
+            ],
+            1,
+        ),
+        (2, "Another CPU @ 2.0GHz", 1),
+    ]
+    assert "by shard" in (report_dir / "summary.md").read_text()
 
     # results files: same structure and provenance, from the same kernels and plan
     run_ids = set()
-    for v, artifact in zip(VARIANTS, bench_artifacts, strict=True):
-        s = ResultsFile.load(artifact / "results" / f"{v}.json")
+    for v in VARIANTS:
+        s = ResultsFile.load(bench_artifacts[0] / "results" / f"{v}.json")
         d = ResultsFile.load(single / "results" / f"{v}.json")
         assert s.to_json().keys() == d.to_json().keys()
-        assert s.provenance.keys() == d.provenance.keys()
+        assert s.provenance.keys() - {"shard"} == d.provenance.keys()
         for key in ("kernel_release", "config_sha256", "build_key", "patches", "workload"):
             assert s.provenance[key] == d.provenance[key], key
         for key in ("accel", "vcpus", "memory", "qemu_version", "host_cpu"):
             assert s.provenance[key] == d.provenance[key], key
         assert s.status == d.status == "complete"
         assert [(r["boot"], r["index"], r["seed"]) for r in s.runs] == [
-            (r["boot"], r["index"], r["seed"]) for r in d.runs
+            (r["boot"], r["index"], r["seed"]) for r in d.runs if r["block"] == 1
         ]
         assert s.provenance["reproduce"].startswith("korch run --matrix")
         run_ids.add(s.provenance["run_id"])
@@ -137,8 +162,8 @@ def test_workflow_stages_match_a_single_run(
 
     # fed the same results, the workflow's report path gives exactly korch run's comparison
     for v in VARIANTS:
-        dest = tmp_path / "same" / f"korch-bench-default-{v}" / "results" / f"{v}.json"
-        dest.parent.mkdir(parents=True)
+        dest = tmp_path / "same" / "korch-bench-default-1" / "results" / f"{v}.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(single / "results" / f"{v}.json", dest)
     same = tmp_path / "same-report"
     korch("report", *sorted((tmp_path / "same").iterdir()), "--out", same, expect=EXIT_INCONCLUSIVE)

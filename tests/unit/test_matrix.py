@@ -101,17 +101,15 @@ def test_matrix_of_the_default_experiment_round_trips(capsys) -> None:
     assert text.count("\n") == 1  # one line, for $GITHUB_OUTPUT
     matrix = stages.matrix_from_json(text)
     entries = matrix["include"]
-    assert [(e["variant"], e["cell"], e["dir"]) for e in entries] == [
-        ("mmap-lock", "default", "."),
-        ("per-vma", "default", "."),
-    ]
+    # one bench job: it boots both variants, block by block
+    assert [(e["cell"], e["shard"], e["dir"]) for e in entries] == [("default", "1", ".")]
     assert {e["kernel"] for e in entries} == {"linux-source-7.2"}
-    # both variants share the experiment's fragments: one config id, one ccache
-    assert len({e["config"] for e in entries}) == 1
     assert stages.matrix_to_json(matrix) + "\n" == text
     assert main(["matrix", "--stage", "build"]) == EXIT_OK
     built = stages.matrix_from_json(capsys.readouterr().out)["include"]
-    assert [sorted(e) for e in built] == [["config", "kernel", "variant"]] * 2
+    # both variants share the experiment's fragments: one build job builds them both
+    assert [sorted(e) for e in built] == [["config", "kernel", "variants"]]
+    assert built[0]["variants"] == "mmap-lock per-vma"
 
 
 def test_matrix_json_is_checked() -> None:
@@ -120,7 +118,7 @@ def test_matrix_json_is_checked() -> None:
     with pytest.raises(UserError, match='one key, "include"'):
         stages.matrix_from_json('{"include": [], "exclude": []}')
     with pytest.raises(UserError, match="matrix entry 0"):
-        stages.matrix_from_json('{"include": [{"kernel": "k", "variant": 1, "config": "c"}]}')
+        stages.matrix_from_json('{"include": [{"kernel": "k", "variants": 1, "config": "c"}]}')
 
 
 def test_plan_writes_cells_and_matrix_reads_them(tmp_path: Path, capsys) -> None:
@@ -153,18 +151,22 @@ def test_plan_writes_cells_and_matrix_reads_them(tmp_path: Path, capsys) -> None
     capsys.readouterr()
     assert main(["matrix", str(rundir)]) == EXIT_OK
     entries = stages.matrix_from_json(capsys.readouterr().out)["include"]
-    assert len(entries) == 8
+    # one bench job per cell (no shards): each boots every variant, block by block
+    assert len(entries) == 4
     assert entries[-1] == {
         "kernel": "linux",
-        "variant": "cand",
-        "config": stages.config_id(config.load(exp_file), "cand"),
         "cell": "cpus-4_procfile-smaps",
+        "shard": "1",
         "dir": "cells/cpus-4_procfile-smaps",
     }
-    # cand has its own fragment: its configuration differs from base's
-    assert entries[0]["config"] != entries[1]["config"]
     assert main(["matrix", str(rundir), "--stage", "build"]) == EXIT_OK
-    assert len(stages.matrix_from_json(capsys.readouterr().out)["include"]) == 2
+    builds = stages.matrix_from_json(capsys.readouterr().out)["include"]
+    # cand has its own fragment: its configuration differs from base's, so two build jobs
+    exp = config.load(exp_file)
+    assert builds == [
+        {"kernel": "linux", "config": stages.config_id(exp, "base"), "variants": "base"},
+        {"kernel": "linux", "config": stages.config_id(exp, "cand"), "variants": "cand"},
+    ]
 
 
 def test_plan_needs_out_and_refuses_aa(tmp_path: Path, capsys) -> None:
