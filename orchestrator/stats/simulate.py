@@ -86,13 +86,19 @@ class Scenario:
     metric_corr: float = 0.5  # correlation of any two metrics' noise
     exploratory_effect: float = 1.0  # true ratio of every other metric
     hang_prob: float = 0.0  # chance that a run hangs
+    # a machine effect: every value on the second runner multiplied by this. With
+    # runner_per_variant False the blocks are split into two shards, the second half on
+    # the second runner (both sides of a block on one machine); with True each side runs
+    # on a runner of its own, the candidate on the second (one bench job per variant)
+    runner_effect: float = 1.0
+    runner_per_variant: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.between_share <= 1:
             raise ValueError(f"between_share must lie in [0, 1], not {self.between_share}")
         if not 0 <= self.metric_corr <= 1:
             raise ValueError(f"metric_corr must lie in [0, 1], not {self.metric_corr}")
-        if self.effect <= 0 or self.exploratory_effect <= 0:
+        if self.effect <= 0 or self.exploratory_effect <= 0 or self.runner_effect <= 0:
             raise ValueError("effects are ratios and must be positive")
         if not 0 <= self.exploratory <= len(METRICS) - 1:
             raise ValueError(f"exploratory must lie in [0, {len(METRICS) - 1}]")
@@ -180,6 +186,13 @@ def _draw(scenario: Scenario, design: Design, rng: np.random.Generator) -> _Draw
         + correlated((2, b), math.sqrt(scenario.between_share * var))[..., None]
         + correlated((2, b, r), math.sqrt((1 - scenario.between_share) * var))
     )
+    if scenario.runner_effect != 1.0:
+        second = np.zeros((2, b))  # side x block: on the second runner
+        if scenario.runner_per_variant:
+            second[1, :] = 1.0
+        else:
+            second[:, b // 2 :] = 1.0
+        y = y + math.log(scenario.runner_effect) * second[None, :, :, None]
     hung = (
         rng.random((2, b, r)) < scenario.hang_prob
         if scenario.hang_prob > 0

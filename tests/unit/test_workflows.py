@@ -86,11 +86,12 @@ def korch_commands(workflow: Path) -> list[list[str]]:
         for step in job.get("steps", []):
             script = step.get("run", "")
             for pattern, word in (
-                (r"\$\{\{[^}]*\}\}", "X"),  # ${{ expression }}
+                # a placeholder that reads as a path, a name and a number alike
+                (r"\$\{\{[^}]*\}\}", "1"),  # ${{ expression }}
                 (r'\$\{[A-Z_]+:\+"\$[A-Z_]+"\}', ""),  # ${VAR:+"$VAR"}: may be empty
                 (r'"\$\{[a-z_]+\[@\]\}"', ""),  # "${array[@]}": options checked elsewhere
-                (r'"\$\{?[A-Za-z_]+\}?"|\$\{?[A-Za-z_]+\}?', "X"),
-                (r'"X"', "X"),
+                (r'"\$\{?[A-Za-z_]+\}?"|\$\{?[A-Za-z_]+\}?', "1"),
+                (r'"1"', "1"),
                 (r"bench/\*", "bench/a"),
             ):
                 script = re.sub(pattern, word, script)
