@@ -194,6 +194,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         " report per cell",
     )
     p.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="with --matrix: split the blocks into N bench jobs, as korch plan --shards does",
+    )
+    p.add_argument(
         "--resume",
         metavar="RUNDIR",
         help="complete the missing runs of an interrupted run, with its saved settings;"
@@ -239,6 +245,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         from . import stages
 
         return stages.run_matrix(args, console)
+    if args.shards is not None:
+        raise errors.UserError(
+            "--shards splits the bench stage into jobs, which korch run on one machine does"
+            " not have",
+            hint="use korch run --matrix --shards N, or korch plan --shards N in CI",
+        )
     return run.main(args, console)
 
 

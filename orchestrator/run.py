@@ -1018,7 +1018,7 @@ def plan_for_args(exp: Experiment, args: Any) -> Plan:
 # (--blocks is the exception: it extends the run)
 RESUME_REFUSES = (
     "experiment", "runs", "duration", "variant", "accel", "out", "until_decisive",
-    "max_blocks", "budget",
+    "max_blocks", "budget", "shards",
 )  # fmt: skip
 
 

@@ -61,6 +61,15 @@ def experiment(d: Path, extra: str = "") -> str:
     return str(path)
 
 
+def sharded_rundir(d: Path) -> str:
+    subprocess.run(
+        [sys.executable, "-m", "orchestrator", "plan", experiment(d), "--out", str(d / "run"),
+         "--blocks", "4", "--shards", "2"],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    return str(d / "run")
+
+
 def damaged_rundir(d: Path) -> str:
     (d / "run").mkdir()
     (d / "run" / "run.json").write_text("{bad")
@@ -104,6 +113,12 @@ CASES = [
     Case("--budget that is not a duration",
          lambda d: ["run", experiment(d), "--until-decisive", "--budget", "soon", "--out", str(d / "r")], 64,
          lambda d: "--budget 'soon' is not a duration"),
+    Case("--shards on one machine",
+         lambda d: ["run", experiment(d), "--shards", "2", "--out", str(d / "r")], 64,
+         lambda d: "--shards splits the bench stage into jobs"),
+    Case("a bench job of a sharded plan without --shard",
+         lambda d: ["bench", sharded_rundir(d)], 64,
+         lambda d: "name one with --shard"),
     Case("a 20M guest",
          lambda d: ["validate", experiment(d, "vm: {memory: 20M}\n")], 64,
          lambda d: "exp.yaml:5: vm.memory: must be at least 256M"),
