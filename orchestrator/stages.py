@@ -465,7 +465,7 @@ def report_stage(
     if not groups:  # a run directory holding only an A/A run: write_reports reports that
         groups[DEFAULT_CELL] = []
     target = out or rundir
-    if len(groups) > 1 and out is None:
+    if out is None and (len(groups) > 1 or target is None):
         target = common_run_dir(inputs)
     if target is None:
         raise UserError(
@@ -490,10 +490,13 @@ def report_stage(
 
 
 def common_run_dir(inputs: list[Path]) -> Path | None:
-    """The one matrix run directory that all ``inputs`` are (or lie in), if there is one."""
+    """The one run directory that all ``inputs`` are (or lie in: its cells, its shards), if
+    there is one."""
     roots = set()
     for p in inputs:
         p = p.resolve()
+        if p.parent.name == SHARDS_DIR:
+            p = p.parent.parent
         roots.add(p.parent.parent if p.parent.name == CELLS_DIR else p)
     return next(iter(roots)) if len(roots) == 1 else None
 

@@ -181,7 +181,8 @@ def design_lines(comparison: Comparison) -> list[str]:
         if c.strata:
             parts = [
                 f"shard {s.shard} (blocks {s.blocks[0]}-{s.blocks[1]}, {s.host_cpu}):"
-                f" {change(s.ratio)} {interval(s.ci_low, s.ci_high)} over {s.n} blocks"
+                f" {change(s.ratio)} {interval(s.ci_low, s.ci_high)}"
+                f" over {s.n} block{'' if s.n == 1 else 's'}"
                 for s in c.strata
             ]
             out.append(

@@ -71,7 +71,9 @@ def test_mapper_runs_on_the_host(programs: dict[str, Path], tmp_path: Path) -> N
     assert record.map.hist.count == record.maps
     assert record.unmap.hist.count == record.unmaps
     assert record.region_mb == 8 and record.seed == 3 and record.cpu == -1
-    assert 1.0 <= record.elapsed_s < 1.5
+    # it ran its second and stopped; on a busy host the end can come late, so the upper
+    # bound is the command's own timeout, not a guess at the host's load
+    assert 1.0 <= record.elapsed_s < 30
 
 
 @pytest.mark.parametrize(

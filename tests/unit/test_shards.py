@@ -194,3 +194,12 @@ def test_history_files_a_nights_shards_per_cpu_model(tmp_path: Path) -> None:
         ("default@CPU B", "base", 6), ("default@CPU B", "cand", 6),
     ]  # fmt: skip
     assert {s.run_id for s in sides} == {"run-1"}
+
+
+def test_the_reports_of_a_sharded_run_go_to_its_run_directory(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert stages.common_run_dir([run / "shards" / "1", run / "shards" / "2"]) == run.resolve()
+    cells = [run / "cells" / c / "shards" / s for c in ("a", "b") for s in ("1", "2")]
+    assert stages.common_run_dir(cells) == run.resolve()
+    # artifacts downloaded side by side name no run directory: the report needs --out
+    assert stages.common_run_dir([tmp_path / "bench-1", tmp_path / "bench-2"]) is None

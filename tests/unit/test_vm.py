@@ -44,7 +44,7 @@ def test_qemu_argv_tcg_four_cpus() -> None:
         "-m", "1G",
         "-kernel", "/k/bzImage",
         "-initrd", "/i/initramfs.cpio.gz",
-        "-append", "console=ttyS0 panic=-1",
+        "-append", "console=ttyS0 panic=-1 no_timer_check",
         "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22",
         "-device", "virtio-net-pci,netdev=net0",
         "-serial", "file:/run/boot/console.log",
@@ -72,7 +72,8 @@ def test_qemu_argv_kvm_with_extra_cmdline() -> None:
         "host",
     ]
     assert (
-        argv[argv.index("-append") + 1] == "console=ttyS0 panic=-1 rdinit=/nonexistent loglevel=7"
+        argv[argv.index("-append") + 1]
+        == "console=ttyS0 panic=-1 no_timer_check rdinit=/nonexistent loglevel=7"
     )
     assert argv[argv.index("-smp") + 1] == "2"
 
@@ -84,7 +85,10 @@ def test_pieces() -> None:
     assert vm.memory_args("2G") == ["-m", "2G"]
     assert vm.reboot_args() == ["-no-reboot"]
     assert "-display" in vm.display_args()
-    assert vm.append_args(vm.kernel_cmdline()) == ["-append", "console=ttyS0 panic=-1"]
+    assert vm.append_args(vm.kernel_cmdline()) == [
+        "-append",
+        "console=ttyS0 panic=-1 no_timer_check",
+    ]
 
 
 def test_forward_is_bound_to_loopback_only() -> None:
