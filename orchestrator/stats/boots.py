@@ -116,6 +116,11 @@ def boot_values(data: VariantData, by_block: bool) -> dict[str, BootValues]:
         else:
             per_run = data.values[m.key]
             worst = worst_value(m, duration)
+            if m.unit == "ms" and math.isfinite(worst):
+                # a percentile beyond the histogram's last bucket is infinite (seen on a
+                # starved host: p99.9 above every bucket); it counts as a hang's value,
+                # censored like one, so that two such boots tie instead of giving inf - inf
+                per_run = np.where(np.isposinf(per_run), worst, per_run)
             for u in range(k):
                 mine = per_run[codes == u]
                 mine = mine[~np.isnan(mine)]

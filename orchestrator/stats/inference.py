@@ -79,7 +79,7 @@ def signed_rank_test(d: FloatArray) -> float:
     p-value is exact with ties too. 1 when every difference is zero.
     """
     d = np.asarray(d, dtype=np.float64)
-    d = d[d != 0]
+    d = d[(d != 0) & ~np.isnan(d)]  # no sign: neither a zero nor an undefined difference
     n = d.size
     if n == 0:
         return 1.0

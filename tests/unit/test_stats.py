@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -664,3 +665,18 @@ def test_unpaired_when_the_hosts_differ() -> None:
     b = _side("cand", 2, scale=0.5, prov=provenance("cand", host="another-runner"))
     head = stats.compare([a, b]).candidates[0].headline
     assert head is not None and head.method == "unpaired"
+
+
+def test_a_percentile_beyond_the_histogram_on_both_sides_is_a_tie_not_a_crash() -> None:
+    """Results of korch run on a starved host (both cores busy, two other guests): the
+    p99.9 of a boot on each side lay above the histogram's last bucket (infinite), which
+    gave inf - inf in the block's ratio and crashed the report."""
+    from orchestrator.stats import StatsOptions, compare
+    from orchestrator.stats import inference as inf
+
+    data = Path(__file__).parent / "data" / "starved"
+    sides = [ResultsFile.load(data / f"{v}.json") for v in ("mmap-lock", "per-vma")]
+    comparison = compare(sides, StatsOptions(baseline="mmap-lock"))
+    p999 = comparison.candidates[0].metric("p999_ms")
+    assert p999 is not None and p999.p_value == 1.0  # one block, both sides censored: a tie
+    assert inf.signed_rank_test(np.array([np.nan, 0.5, -0.2, 0.3])) <= 1.0
