@@ -29,7 +29,8 @@ def check_results(path: Path, variant: str, runs: int) -> ResultsFile:
     for row in res.runs:
         assert not row["hang"], row
         rec = row["record"]
-        assert rec["maps"] > 0 and rec["unmaps"] > 0
+        # the mapper worked (on a starved host a 3 s run can end before its first unmap)
+        assert rec["maps"] > 0
         assert rec["max_ms"] >= rec["mean_ms"] > 0
         for side, count in (("map", rec["maps"]), ("unmap", rec["unmaps"])):
             assert Histogram.from_json(rec[side]["hist"]).count == rec[side]["count"] == count
@@ -136,8 +137,12 @@ def test_interrupted_run_keeps_its_runs_and_resumes(
     # a boot cut short is booted again for its missing runs: two attempts recorded
     attempts = [b for b in ResultsFile.load(first).boots if b["id"] == "mmap-lock-1"]
     if len(saved.runs) == 1:
-        assert [a["attempt"] for a in attempts] == [1, 2]
-        assert attempts[0]["error"] and "SIGTERM" in attempts[0]["error"]
+        # attempts 1..n: the last completed the boot; each earlier one says why it ended
+        # (SIGTERM; on a loaded host also a stalled boot that korch booted once more)
+        assert [a["attempt"] for a in attempts] == list(range(1, len(attempts) + 1))
+        assert len(attempts) >= 2 and attempts[-1]["error"] is None
+        assert all(a["error"] for a in attempts[:-1])
+        assert any("SIGTERM" in a["error"] for a in attempts[:-1])
     assert (rundir / "report.html").is_file()
     # resuming a complete run runs nothing more
     again = subprocess.run(
