@@ -102,7 +102,8 @@ def test_workflow_stages_match_a_single_run(
         block = int(entry["shard"])
         for v in VARIANTS:
             res = ResultsFile.load(upload / "results" / f"{v}.json")
-            assert [b["block"] for b in res.boots] == [block], (v, res.boots)
+            # (a boot that stalled and was booted once more is a second attempt, same block)
+            assert {b["block"] for b in res.boots} == {block}, (v, res.boots)
             assert res.provenance["shard"] == {"index": block, "of": 2, "blocks": [block, block]}
     assert not {"git", "trees", "builds", "objdirs"} & {p.name for p in fresh_cache.iterdir()}
     # the second shard ran on another runner, with another CPU model (as hosted runners do)
