@@ -376,7 +376,11 @@ def merge_shards(members: list[ResultsFile]) -> tuple[list[ResultsFile], list[st
                 f"the shards of variant {variant!r} come from different planned runs",
                 hint="report the shards of one korch plan together",
             )
-        ordered = sorted(files, key=lambda f: int(shard_of(f)["index"]))  # type: ignore[index]
+        pairs = sorted(
+            ((s, f) for s, f in zip(shards, files, strict=True) if s is not None),
+            key=lambda sf: int(sf[0]["index"]),
+        )
+        ordered = [f for _, f in pairs]
         first = ordered[0]
         out = ResultsFile(
             experiment=first.experiment,
@@ -387,9 +391,7 @@ def merge_shards(members: list[ResultsFile]) -> tuple[list[ResultsFile], list[st
             interruption=next((f.interruption for f in ordered if f.interruption), None),
         )
         listing = []
-        for f in ordered:
-            s = shard_of(f)
-            assert s is not None
+        for s, f in pairs:
             where = {k: f.provenance.get(k) for k in HOST_KEYS}
             out.boots += [{**b, "shard": s["index"], **where} for b in f.boots]
             out.runs += [{**r, "shard": s["index"], **where} for r in f.runs]
@@ -408,10 +410,8 @@ def merge_shards(members: list[ResultsFile]) -> tuple[list[ResultsFile], list[st
             str((f.provenance.get("design") or {}).get("stop") or "cut short") for f in ordered
         )
         out.provenance["design"] = design
-        for f in ordered:
+        for s, f in pairs:
             if f.status != "complete":
-                s = shard_of(f)
-                assert s is not None
                 warnings.append(
                     f"Shard {s['index']} of {variant} ended early"
                     f" ({(f.interruption or {}).get('reason', f.status)}); its complete blocks"
