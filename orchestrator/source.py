@@ -389,8 +389,19 @@ class SourceCache:
             if not Path(url).exists():
                 raise UserError(f"kernel.source.git: {url} does not exist")
             url = "file://" + url  # shallow fetches need a URL, not a plain path
+        local = None
+        if os.path.isabs(spec.location) and not re.fullmatch(r"[0-9a-f]{40}", ref):
+            # a repository on this machine resolves any revision (HEAD^1, origin/main~3):
+            # a pull request's merge commit names its base as HEAD^1 and its head as HEAD^2
+            local = process.run(
+                ["git", "-C", spec.location, "rev-parse", "--verify", "--quiet", ref + "^{commit}"],
+                check=False,
+                what=f"git rev-parse {ref}",
+            )
         if re.fullmatch(r"[0-9a-f]{40}", ref):
             sha = ref
+        elif local is not None and local.returncode == 0:
+            sha = local.output.strip()
         else:
             res = self.store.git("ls-remote", url, ref, check=False, timeout=120)
             lines = [line.split("\t") for line in res.output.splitlines() if "\t" in line]

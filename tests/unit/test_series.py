@@ -188,3 +188,51 @@ def test_an_empty_or_garbled_mbox_is_a_usage_error(tmp_path: Path, content: str)
     with pytest.raises(UserError, match="holds no messages") as exc:
         read_series(SeriesSpec("mbox", path=mbox), tmp_path)
     assert exc.value.exit_code == 64 and "series.mbx" in str(exc.value)
+
+
+def test_pull_request_example_on_a_merge_commit(tmp_path: Path) -> None:
+    """ci/github/examples/pull-request.yaml in a kernel tree checked out as a pull request's
+    merge commit: the baseline is the base branch (HEAD^1), the candidate the base branch
+    with the pull request's commits (HEAD^1..HEAD^2), which here gives the merge's tree."""
+    import shutil
+
+    from orchestrator import config
+
+    repo = make_fake_kernel(tmp_path / "linux", {"fs/a.c": BASE, "mm/b.c": "b\n"})
+
+    def git(*a: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *a],
+            cwd=repo, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    git("checkout", "-qb", "topic")
+    step1 = BASE.replace("line 5\n", "line five\n")
+    (repo / "fs/a.c").write_text(step1)
+    git("commit", "-qam", "fs: five")
+    (repo / "fs/a.c").write_text(step1.replace("line 25\n", "line twenty-five\n"))
+    git("commit", "-qam", "fs: twenty-five")
+    git("checkout", "-q", "main")
+    (repo / "mm/b.c").write_text("b moved on\n")  # the base branch moved on meanwhile
+    git("commit", "-qam", "mm: elsewhere")
+    base_tip = git("rev-parse", "HEAD")
+    git("merge", "-q", "--no-ff", "-m", "Merge topic", "topic")  # refs/pull/N/merge
+    exp_file = repo / ".github" / "korch" / "pull-request.yaml"
+    exp_file.parent.mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[2] / "ci/github/examples/pull-request.yaml", exp_file)
+
+    exp = config.load(exp_file)
+    assert exp.source.location == str(repo) and exp.baseline == "base"
+    cache = SourceCache(tmp_path / "cache")
+    src = cache.get(exp.source)
+    assert src.provenance["commit"] == base_tip and src.provenance["ref"] == "HEAD^1"
+    assert src.tree_id == git("rev-parse", "HEAD^1^{tree}")
+    patched = prepare(cache.store, src, exp.variant("pull-request").series)
+    assert [p.subject for p in patched.patches] == ["fs: five", "fs: twenty-five"]
+    assert patched.tree_id == git("rev-parse", "HEAD^{tree}")
+    # a revision the repository does not have is named
+    with pytest.raises(UserError, match="has no ref 'HEAD\\^3'"):
+        cache.get(SourceSpec("git", str(repo), ref="HEAD^3"))
