@@ -266,6 +266,12 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
         help="split the blocks into N bench jobs; each boots every variant, block by block,"
         " on its own machine, and the report pairs the variants within each block",
     )
+    p.add_argument(
+        "--aa",
+        action="store_true",
+        help="A/A plan: the baseline on both sides (BASELINE and BASELINE-aa, one kernel), to"
+        " measure the noise floor of the stages' machines; RUNDIR is the A/A run",
+    )
 
 
 @command(

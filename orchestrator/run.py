@@ -432,10 +432,13 @@ class Runner:
         progress: build.Progress,
         reproduce: str,
         cache: Path | None = None,
+        nest_aa: bool = True,
     ) -> None:
         self.exp = exp
         self.plan = plan
-        self.dirs = RunDir(rundir, plan.aa)
+        # korch run --aa keeps an A/A run in RUNDIR/aa beside the A/B one; a staged A/A run
+        # (korch plan --aa) is the whole of its run directory
+        self.dirs = RunDir(rundir, plan.aa and nest_aa)
         self.progress = progress
         self.reproduce = reproduce
         self.cache = cache or cache_root()

@@ -222,10 +222,8 @@ def matrix_from_json(text: str) -> dict:
 
 def plan_stage(exp: Experiment, plan: Plan, rundir: Path, reproduce: str) -> list[Cell]:
     """``korch plan``: write RUNDIR/run.json (with the matrix cells) and each cell's plan."""
-    if plan.aa:
-        raise UserError("the stage commands do not run A/A comparisons", hint="use korch run --aa")
     cell_list = cells(exp)
-    top = Runner(exp, plan, rundir, build.NullProgress(), reproduce)
+    top = Runner(exp, plan, rundir, build.NullProgress(), reproduce, nest_aa=False)
     top.prepare(extra={"cells": {c.id: c.settings for c in cell_list}})
     info = RunDir(rundir).info()
     same_run = {"run_id": info["run_id"], "created": info["created"]}
@@ -233,15 +231,16 @@ def plan_stage(exp: Experiment, plan: Plan, rundir: Path, reproduce: str) -> lis
         cplan = cell_plan(plan, c)
         cell = {"cell": {"id": c.id, "settings": c.settings}} if c.id != DEFAULT_CELL else {}
         if c.id != DEFAULT_CELL:
-            Runner(exp, cplan, c.dir(rundir), build.NullProgress(), reproduce).prepare(
-                extra={**cell, **same_run}
-            )
+            Runner(
+                exp, cplan, c.dir(rundir), build.NullProgress(), reproduce, nest_aa=False
+            ).prepare(extra={**cell, **same_run})
         if plan.shards == 1:
             continue
         for s in range(1, plan.shards + 1):
             splan = replace(cplan, shard=s)
             own = splan.own_blocks
-            Runner(exp, splan, shard_dir(c.dir(rundir), s), build.NullProgress(), reproduce).prepare(
+            where = shard_dir(c.dir(rundir), s)
+            Runner(exp, splan, where, build.NullProgress(), reproduce, nest_aa=False).prepare(
                 extra={
                     **cell, **same_run,
                     "shard": {"index": s, "of": plan.shards, "blocks": [own.start, own.stop - 1]},
@@ -259,7 +258,7 @@ def build_stage(
     """``korch build --resume RUNDIR``: build the planned kernels into RUNDIR/build/."""
     plan, reproduce = load_plan(rundir)
     exp = load_experiment(rundir, plan)
-    runner = Runner(exp, plan, rundir, progress, reproduce)
+    runner = Runner(exp, plan, rundir, progress, reproduce, nest_aa=False)
     return runner.build_kernels(variants, use_ccache=use_ccache)
 
 
@@ -277,7 +276,7 @@ def bench_stage(
     where = bench_dir(rundir, cell, shard)
     plan, reproduce = load_plan(where)
     exp = load_bench_experiment(where, plan)
-    runner = Runner(exp, plan, where, progress, reproduce)
+    runner = Runner(exp, plan, where, progress, reproduce, nest_aa=False)
     sides = tuple(dict.fromkeys(variants)) if variants else plan.variants
     unknown = [s for s in sides if s not in plan.variants]
     if unknown:
@@ -519,7 +518,10 @@ def run_matrix(args: Any, console: Any) -> int:
     from .ui import progress_for
 
     if getattr(args, "aa", False):
-        raise UserError("--matrix and --aa do not go together", hint="use korch run --aa")
+        raise UserError(
+            "--matrix and --aa do not go together",
+            hint="use korch run --aa, or korch plan --aa and the stage commands",
+        )
     sequential = [o for o in ("until_decisive", "max_blocks", "budget") if getattr(args, o, None)]
     if sequential:
         raise UserError(

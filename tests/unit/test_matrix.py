@@ -169,12 +169,36 @@ def test_plan_writes_cells_and_matrix_reads_them(tmp_path: Path, capsys) -> None
     ]
 
 
-def test_plan_needs_out_and_refuses_aa(tmp_path: Path, capsys) -> None:
+def test_plan_needs_out(capsys) -> None:
     assert main(["plan"]) == EXIT_USAGE
     assert "needs --out RUNDIR" in capsys.readouterr().err
-    exp = experiment(tmp_path)
-    with pytest.raises(UserError, match="A/A"):
-        stages.plan_stage(exp, run.make_plan(exp, aa=True), tmp_path / "r", "korch plan")
+
+
+def test_aa_plan_for_the_stages(tmp_path: Path, capsys) -> None:
+    """korch plan --aa: RUNDIR itself is the A/A run (no RUNDIR/aa), the baseline on both
+    sides with one kernel, so one build job builds it and each bench job boots it twice a
+    block; the later stage commands need no flag, the plan says it."""
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(EXPERIMENT)
+    rundir = tmp_path / "run"
+    argv = ["plan", str(exp_file), "--out", str(rundir), "--aa", "--shards", "2", "--blocks", "4"]
+    assert main(argv) == EXIT_OK
+    assert "variants base, base-aa" in capsys.readouterr().out
+    assert not (rundir / "aa").exists()
+    info = json.loads((rundir / "run.json").read_text())
+    assert info["plan"]["aa"] is True
+    assert info["plan"]["kernels"] == {"base": "base", "base-aa": "base"}
+    shard = json.loads((rundir / "shards" / "2" / "run.json").read_text())
+    assert shard["plan"]["aa"] is True and shard["shard"]["blocks"] == [3, 4]  # blocks count from 1
+    assert main(["matrix", str(rundir), "--stage", "build"]) == EXIT_OK
+    (build,) = stages.matrix_from_json(capsys.readouterr().out)["include"]
+    assert build["variants"] == "base"  # cand is not built
+    assert main(["matrix", str(rundir)]) == EXIT_OK
+    benches = stages.matrix_from_json(capsys.readouterr().out)["include"]
+    assert [(e["shard"], e["dir"]) for e in benches] == [("1", "shards/1"), ("2", "shards/2")]
+    # a bench job of the A/A plan looks for the one kernel both sides boot
+    assert main(["bench", str(rundir), "--shard", "1"]) == EXIT_USAGE
+    assert "no exported build here" in capsys.readouterr().err
 
 
 def test_stage_commands_check_their_arguments(tmp_path: Path, capsys) -> None:
