@@ -17,7 +17,9 @@ import yaml
 from orchestrator import cli
 
 REPO = Path(__file__).parents[2]
-WORKFLOWS = sorted((REPO / "ci" / "github").glob("*.y*ml"))
+# korch's workflow, and the examples of workflows that call it (ci/github/examples/)
+WORKFLOWS = sorted((REPO / "ci" / "github").rglob("*.yml"))
+KORCH_WORKFLOWS = [w for w in WORKFLOWS if w.parent.name == "github"]
 LINT = REPO / "ci" / "lint"
 
 
@@ -104,7 +106,7 @@ def korch_commands(workflow: Path) -> list[list[str]]:
     return out
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)
+@pytest.mark.parametrize("workflow", KORCH_WORKFLOWS, ids=lambda p: p.name)
 def test_korch_commands_in_the_workflow_parse(workflow: Path) -> None:
     commands = korch_commands(workflow)
     used = {c[0] for c in commands}
@@ -116,3 +118,22 @@ def test_korch_commands_in_the_workflow_parse(workflow: Path) -> None:
             parser.parse_args(argv)
         except SystemExit:
             pytest.fail(f"{workflow.name}: korch {shlex.join(argv)} does not parse")
+
+
+@pytest.mark.parametrize(
+    "workflow", [w for w in WORKFLOWS if w not in KORCH_WORKFLOWS], ids=lambda p: p.name
+)
+def test_examples_call_korch_with_its_inputs(workflow: Path) -> None:
+    # actionlint cannot read a remote reusable workflow: check the call against ours
+    called = yaml.safe_load((REPO / "ci" / "github" / "korch.yml").read_text())
+    declared = called[True]["workflow_call"]["inputs"]  # YAML 1.1 reads "on" as true
+    calls = [
+        j for j in yaml.safe_load(workflow.read_text())["jobs"].values()
+        if str(j.get("uses", "")).split("@")[0].endswith("/.github/workflows/korch.yml")
+    ]  # fmt: skip
+    assert calls, f"{workflow.name} does not call korch.yml"
+    for job in calls:
+        given = job.get("with") or {}
+        assert set(given) <= set(declared), set(given) - set(declared)
+        assert all(isinstance(v, str) for v in given.values()), "korch.yml's inputs are strings"
+        assert given.get("korch-repository"), "a caller must say where korch is"
