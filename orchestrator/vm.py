@@ -121,17 +121,8 @@ def kernel_cmdline(extra: Sequence[str] = ()) -> str:
     milliseconds: under TCG on a loaded host the emulated timer misses that window and the
     kernel panics ("IO-APIC + timer doesn't work!", seen here with both cores busy),
     although the timer works. Virtual machines commonly boot with it.
-
-    ``tsc=reliable`` keeps the TSC as the clocksource: on a loaded host the clocksource
-    watchdog compares the emulated TSC with the emulated HPET, finds them apart ("Marking
-    clocksource tsc unstable due to frequency skew") and switches the guest to the HPET, whose
-    every read is an emulated device access. A guest seen here stalled for a minute right
-    after that switch, and one that switches mid-run would time its operations with another,
-    far slower clock than the boots it is compared with. Under TCG the guest's TSC is
-    computed from the host's clock, so the watchdog's alarm is the emulation's jitter, not a
-    broken TSC; under KVM it is the host CPU's invariant TSC.
     """
-    return " ".join(["console=ttyS0", "panic=-1", "no_timer_check", "tsc=reliable", *extra])
+    return " ".join(["console=ttyS0", "panic=-1", "no_timer_check", *extra])
 
 
 def append_args(cmdline: str) -> list[str]:
