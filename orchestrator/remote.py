@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import logging
 import math
 import sys
 import time
@@ -24,6 +25,12 @@ import invoke.exceptions
 import paramiko
 
 from .errors import RemoteCommandError, RemoteError, SSHAuthError, SSHRefused, SSHTimeout
+
+# paramiko's transport thread logs what it caught, with its traceback, at ERROR ("Exception
+# (client): Error reading SSH protocol banner" when a guest is slow to answer). korch reports
+# every SSH failure itself, as an error naming the guest; without a handler of its own,
+# Python's last-resort handler would print paramiko's traceback on korch's stderr.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 # Each connection attempt is bounded so a guest that accepts TCP but never sends a banner
 # (QEMU's user network accepts before the guest listens) cannot eat the whole boot deadline.

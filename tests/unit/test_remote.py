@@ -275,3 +275,30 @@ def test_using_before_connecting_is_a_programming_error(tmp_path: Path) -> None:
         r.run("true")
     r.poweroff()  # harmless when not connected
     r.close()
+
+
+def test_paramiko_tracebacks_stay_off_stderr() -> None:
+    # paramiko's transport thread logs a failed banner read with its traceback; korch
+    # reports the failure itself, so nothing of paramiko's may reach the user's terminal.
+    # (A fresh interpreter: pytest's own log capture would hide the difference.)
+    import subprocess
+    import sys
+
+    script = (
+        "import logging{imp}\n"
+        "try:\n    raise TimeoutError\n"
+        "except TimeoutError:\n"
+        "    logging.getLogger('paramiko.transport').exception('Error reading SSH protocol banner')\n"
+    )
+
+    def stderr(imp: str) -> str:
+        res = subprocess.run(
+            [sys.executable, "-c", script.format(imp=imp)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return res.stderr
+
+    assert "Traceback" in stderr("")  # without korch, Python prints it
+    assert stderr("\nimport orchestrator.remote") == ""
