@@ -308,6 +308,24 @@ def _lines(value: Any) -> list[str]:
 # ---------------------------------------------------------------- the run
 
 
+def job_result(records: list[JobRecord]) -> str:
+    """A job's result over its matrix entries: skipped when none ran."""
+    if not records:
+        return "skipped"
+    return "failure" if any(r.result == "failure" for r in records) else "success"
+
+
+def needs_of(job: Mapping[str, Any]) -> list[str]:
+    """A job's ``needs``: one name or a list."""
+    needs = job.get("needs") or []
+    return [needs] if isinstance(needs, str) else list(needs)
+
+
+def status(ok: bool) -> Callable[[str], bool]:
+    """The status functions of an ``if:`` after upstream success (``ok``) or a failure."""
+    return {"success": ok, "failure": not ok, "cancelled": False, "always": True}.__getitem__
+
+
 @dataclass
 class StepRecord:
     name: str
@@ -351,14 +369,7 @@ class WorkflowRun:
     root: Path
 
     def result(self, job: str) -> str:
-        records = self.jobs.get(job, [])
-        if not records:
-            return "skipped"
-        if any(r.result == "failure" for r in records):
-            return "failure"
-        if all(r.result == "skipped" for r in records):
-            return "skipped"
-        return "success"
+        return job_result(self.jobs.get(job, []))
 
     def describe(self) -> str:
         lines = []
@@ -453,11 +464,10 @@ class Executor:
         }
         for name in order:
             spec = jobs[name]
-            needs = spec.get("needs") or []
-            needs = [needs] if isinstance(needs, str) else list(needs)
+            needs = needs_of(spec)
             needs_ctx = {
                 n: {
-                    "result": self._result(done[n]),
+                    "result": job_result(done[n]),
                     "outputs": (done[n][0].outputs if done[n] else {}),
                 }
                 for n in needs
@@ -465,12 +475,8 @@ class Executor:
             base_ctx = {"github": github, "inputs": self.inputs, "needs": needs_ctx,
                         "env": {}, "matrix": {}, "steps": {}, "job": {}, "runner": {}}  # fmt: skip
             base_ctx["env"] = self._workflow_env(base_ctx)
-            upstream_ok = all(self._result(done[n]) == "success" for n in needs)
-
-            def job_status(fn: str, ok: bool = upstream_ok) -> bool:
-                return {"success": ok, "failure": not ok, "cancelled": False, "always": True}[fn]
-
-            if not condition(spec.get("if"), base_ctx, job_status):
+            upstream_ok = all(job_result(done[n]) == "success" for n in needs)
+            if not condition(spec.get("if"), base_ctx, status(upstream_ok)):
                 done[name] = []
                 continue
             entries = self._matrix(spec, base_ctx)
@@ -483,26 +489,11 @@ class Executor:
         return WorkflowRun(done, self.root)
 
     @staticmethod
-    def _result(records: list[JobRecord]) -> str:
-        if not records:
-            return "skipped"
-        return "failure" if any(r.result == "failure" for r in records) else "success"
-
-    @staticmethod
     def _order(jobs: Mapping[str, Any]) -> list[str]:
         order: list[str] = []
         pending = dict(jobs)
         while pending:
-            ready = [
-                n
-                for n, j in pending.items()
-                if all(
-                    d in order
-                    for d in (
-                        [j["needs"]] if isinstance(j.get("needs"), str) else j.get("needs") or []
-                    )
-                )
-            ]
+            ready = [n for n, j in pending.items() if all(d in order for d in needs_of(j))]
             if not ready:
                 raise WorkflowError(f"jobs {sorted(pending)} need each other")
             for n in ready:
@@ -559,15 +550,12 @@ class Executor:
             )
             raw_name = step.get("name")
 
-            def step_status(fn: str, ok: bool = not failed) -> bool:
-                return {"success": ok, "failure": not ok, "cancelled": False, "always": True}[fn]
-
             if raw_name in self.skip:
                 rec.steps.append(
                     StepRecord(sname, "skipped", how=f"skipped: {self.skip[raw_name]}")
                 )
                 continue
-            if not condition(step.get("if"), ctx, step_status):
+            if not condition(step.get("if"), ctx, status(not failed)):
                 rec.steps.append(StepRecord(sname, "skipped", how="if: false"))
                 self._set_step(ctx, step, "skipped", {})
                 continue
@@ -594,8 +582,7 @@ class Executor:
                 sr, outputs = StepRecord(sname, "failure", log=str(exc), how="executor"), {}
             sr.name = sname
             rec.steps.append(sr)
-            self._set_step(ctx, step, sr.outcome, outputs)
-            ctx["env"] = env
+            self._set_step(ctx, step, sr.outcome, outputs)  # ctx["env"] is env: GITHUB_ENV shows
             if sr.outcome == "failure":
                 failed = True
         summary = temp / "summary.md"
