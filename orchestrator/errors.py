@@ -154,10 +154,13 @@ class GuestError(KorchError):
         console_tail: str,
         console_log: str | None = None,
         hint: str | None = None,
+        host_starved: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.kind = kind
         self.line = line
+        # an RCU stall whose report shows the kernel kept from running (the line saying so)
+        self.host_starved = host_starved
         self.console_tail = console_tail
         self.console_log = console_log
 

@@ -52,7 +52,7 @@ from typing import Any
 
 from . import __version__, build, config, image, process, vm
 from .config import Experiment
-from .errors import BootTimeout, Interrupted, KorchError, UserError
+from .errors import BootTimeout, GuestError, Interrupted, KorchError, UserError
 from .fsutil import (
     atomic_write,
     cache_root,
@@ -705,14 +705,14 @@ class Runner:
                 boot = (results[side], builds[plan.kernels[side]], img, decision, block, position)
                 try:
                     self.one_boot(*boot)
-                except BootTimeout as exc:
-                    # Under TCG on a loaded host a boot can stall for a minute where every
-                    # vCPU thread must meet (a clocksource switch, after 'vgaarb: loaded'),
-                    # while the same kernel boots in 4 s otherwise. That boot measured
-                    # nothing, so one more attempt loses nothing; the failed one stays in
-                    # the results, and a kernel that really does not boot fails again.
-                    first = str(exc).splitlines()[0]
-                    self.progress.stage(side, f"block {block}: {first}; booting it once more")
+                except (BootTimeout, GuestError) as exc:
+                    why = host_trouble(exc)
+                    if why is None:
+                        raise
+                    # The failed attempt stays in the results (the report lists it) with the
+                    # runs it completed; the next attempt runs only the missing ones. A
+                    # kernel that really does not boot, or stalls by itself, fails again.
+                    self.progress.stage(side, f"block {block}: {why}; booting it once more")
                     self.one_boot(*boot)
             self.current_boot = None
             if len(missing) == len(order):
@@ -869,6 +869,22 @@ class Runner:
             raise
         entry["ended_at"] = now()
         res.save(self.dirs.results(res.variant))
+
+
+def host_trouble(exc: BaseException) -> str | None:
+    """Why a failed boot says more about the host than about the kernel, or None.
+
+    Two failures are worth one more boot: a boot past its deadline (under TCG on a loaded
+    host a boot can stall for a minute where every vCPU thread must meet, after 'vgaarb:
+    loaded', while the same kernel boots in 4 s otherwise), and an RCU stall whose report
+    shows RCU's grace-period kthread kept from running (a host that leaves the vCPUs
+    unscheduled past the 21 s stall timeout; seen with two other guests and both cores busy).
+    """
+    if isinstance(exc, BootTimeout):
+        return str(exc).splitlines()[0]
+    if isinstance(exc, GuestError) and exc.host_starved:
+        return f"RCU stall with the grace-period kthread kept from running ({exc.host_starved})"
+    return None
 
 
 def load_plan(rundir: Path, aa: bool = False) -> tuple[Plan, str]:

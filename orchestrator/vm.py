@@ -223,6 +223,18 @@ _SPLATS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+# Lines of an RCU stall report that say RCU's own grace-period kthread did not get to run
+# (Documentation/RCU/stallwarn.rst): every CPU had passed its quiescent state yet the grace
+# period did not end, or the kthread's timer fired long after it was due. A guest's clock
+# follows the host's, so a host that leaves the vCPUs unscheduled for longer than the stall
+# timeout (21 s) produces exactly these: time jumps forward and the kthread looks starved.
+_KTHREAD_KEPT_FROM_RUNNING = re.compile(
+    r"All QSes seen|kthread timer wakeup didn't happen for \d+ jiffies"
+)
+# how far after a stall's first line its report may run (CPU lists, kthread lines, stacks)
+STALL_REPORT_LINES = 80
+
+
 @dataclass(frozen=True)
 class Splat:
     """A console line that shows the kernel in trouble."""
@@ -230,6 +242,25 @@ class Splat:
     kind: str  # a key of SEVERITY
     line: str
     lineno: int  # 1-based, in the console log
+
+
+def kthread_kept_from_running(report: Iterable[str]) -> str | None:
+    """The line of an RCU stall report (its first line, then what follows it) that shows the
+    grace-period kthread kept from running, or None.
+
+    Such a stall is what a guest shows when the host does not run its vCPUs for longer than
+    the stall timeout (a busy host under TCG); a CPU looping in the kernel under test shows
+    the CPU instead, with the kthread running. The kernel under test can also keep the
+    kthread from running (a timer or scheduler bug), so this is a reason to boot once more,
+    never to ignore the stall: a kernel that stalls by itself stalls again.
+    """
+    for line in report:
+        text = _PREFIX.sub("", line.rstrip("\r\n"), count=1).strip()
+        if detect_splat(line) not in (None, "rcu-stall"):
+            break  # another kind of trouble: not a stall report any more
+        if _KTHREAD_KEPT_FROM_RUNNING.search(text):
+            return text
+    return None
 
 
 def detect_splat(line: str) -> str | None:
@@ -252,9 +283,18 @@ def find_splats(lines: Iterable[str]) -> list[Splat]:
 
 
 def splat_error(
-    splats: Sequence[Splat], console_tail: str, console_log: Path | str | None = None
+    splats: Sequence[Splat],
+    console_tail: str,
+    console_log: Path | str | None = None,
+    *,
+    lines_after: Callable[[int], list[str]] | None = None,
 ) -> GuestError:
-    """The :class:`GuestError` for what the console showed; the most severe splat names it."""
+    """The :class:`GuestError` for what the console showed; the most severe splat names it.
+
+    ``lines_after(lineno)`` (optional) gives the console from a line on; with it, a batch of
+    RCU stalls alone whose report shows the grace-period kthread kept from running is marked
+    ``host_starved`` (see :func:`kthread_kept_from_running`).
+    """
     primary = max(splats, key=lambda s: SEVERITY[s.kind])
     others = sorted(
         {KIND_TEXT[s.kind] for s in splats if s is not primary} - {KIND_TEXT[primary.kind]}
@@ -264,13 +304,27 @@ def splat_error(
     )
     if others:
         message += f"\n  also seen: {', '.join(others)}"
+    hint = "the kernel under test crashed or complained; the trace is in the console"
+    starved = None
+    if lines_after is not None and all(s.kind == "rcu-stall" for s in splats):
+        first = min(s.lineno for s in splats)
+        last = max(s.lineno for s in splats)
+        starved = kthread_kept_from_running(lines_after(first)[: last - first + STALL_REPORT_LINES])
+        if starved:
+            message += f"\n  the report says RCU's grace-period kthread did not run: {starved}"
+            hint = (
+                "a guest whose vCPUs the host leaves unscheduled for longer than the stall"
+                " timeout reports this (time jumps forward); a busy host under TCG does that."
+                " Lighten the host's load, or read the console if it happens on a quiet host"
+            )
     return GuestError(
         message,
         kind=primary.kind,
         line=primary.line,
         console_tail=console_tail,
         console_log=str(console_log) if console_log else None,
-        hint="the kernel under test crashed or complained; the trace is in the console",
+        hint=hint,
+        host_starved=starved,
     )
 
 
@@ -368,6 +422,13 @@ class Console:
     def quiet_for(self) -> float:
         """Seconds since the last line arrived."""
         return time.monotonic() - self._last_line_at
+
+    def lines_from(self, lineno: int) -> list[str]:
+        """The lines kept in the tail from console line ``lineno`` (1-based) on."""
+        with self._changed:
+            kept = list(self._tail)
+            first = self._lineno - len(kept) + 1
+        return kept[max(0, lineno - first) :]
 
     def tail(self, lines: int = TAIL_LINES) -> str:
         """The last ``lines`` lines of the console (what error messages show)."""
@@ -907,7 +968,9 @@ class Guest:
         new = self._unreported()
         self._reported += len(new)
         self._failed = True
-        raise splat_error(new, self.console.tail(), self.console_log)
+        raise splat_error(
+            new, self.console.tail(), self.console_log, lines_after=self.console.lines_from
+        )
 
     def _settle(self) -> None:
         # keep reading until the trace ends (quiet console or QEMU gone) so it is in the error

@@ -126,6 +126,39 @@ def test_missing_init_is_a_guest_error(
     assert guest.proc is None
 
 
+def test_a_host_that_stops_running_the_guest_is_named_in_the_stall(
+    guest_kernel: Path, guest_image: GuestImage, tmp_path: Path
+) -> None:
+    # A host that leaves the vCPUs unscheduled past RCU's 21 s stall timeout (two other
+    # guests and both cores busy did it here) makes the guest report an RCU stall: its clock
+    # follows the host's, so time jumps forward. SIGSTOP on QEMU for 30 s is that host.
+    with (
+        pytest.raises(GuestError) as info,
+        vm.Guest(guest_kernel, guest_image, TCG4, workdir=tmp_path / "boot") as guest,
+    ):
+        assert guest.proc is not None
+        _started.append(guest.proc.pid)
+        busy = "while :; do cat /proc/self/maps >/dev/null; done"
+        guest.run(f"for i in 1 2 3 4; do ({busy}) >/dev/null 2>&1 & done", timeout=30)
+        os.kill(guest.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(30)
+        finally:
+            os.kill(guest.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            guest.run("true", timeout=60)
+            time.sleep(1)
+    error = info.value
+    assert error.exit_code == EXIT_GUEST and error.kind == "rcu-stall"
+    assert error.host_starved is not None
+    assert "kthread timer wakeup didn't happen" in error.host_starved or (
+        "All QSes seen" in error.host_starved
+    )
+    assert "the report says RCU's grace-period kthread did not run" in str(error)
+    assert "unscheduled" in (error.hint or "")
+
+
 def test_boot_deadline_is_an_infra_error(
     guest_kernel: Path, guest_image: GuestImage, tmp_path: Path
 ) -> None:

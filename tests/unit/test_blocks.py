@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 
 from orchestrator import build, cli, config, run
-from orchestrator.errors import EXIT_OK, EXIT_USAGE, BootTimeout, ConfigError, UserError
+from orchestrator.errors import (
+    EXIT_GUEST,
+    EXIT_OK,
+    EXIT_USAGE,
+    BootTimeout,
+    ConfigError,
+    GuestError,
+    UserError,
+)
 from orchestrator.fsutil import write_json
 from orchestrator.results import ResultsFile
 from orchestrator.workloads.maps_contention import driver
@@ -250,6 +258,7 @@ class Bench:
         self.boots: list[tuple[str, int, int]] = []
         self.fail_at: str | None = None
         self.timeouts: dict[str, int] = {}  # boot id -> how many attempts time out
+        self.failures: dict[str, list[BaseException]] = {}  # boot id -> its attempts' errors
         self.plan = plan
         bench = self
 
@@ -268,6 +277,10 @@ class Bench:
                     {"id": this, "attempt": attempt, "block": block, "error": "timed out"}
                 )
                 raise BootTimeout("the guest did not reach its ready marker within 60 s (tcg)")
+            if len(bench.failures.get(this, [])) >= attempt:
+                exc = bench.failures[this][attempt - 1]
+                res.boots.append({"id": this, "attempt": attempt, "block": block, "error": "x"})
+                raise exc
             res.boots.append({"id": this, "attempt": attempt, "block": block})
             for i in range(self.runs_done(res, this), self.plan.runs):
                 res.runs.append({"boot": this, "block": block, "attempt": attempt, "index": i})
@@ -540,3 +553,54 @@ def test_a_boot_that_times_out_is_booted_once_more(monkeypatch, tmp_path: Path) 
     bench.timeouts = {run.boot_id("cand", 1): 2}
     with pytest.raises(BootTimeout):
         bench.run()
+
+
+def _stall(starved: str | None) -> GuestError:
+    return GuestError(
+        "guest RCU stall (console line 9): rcu: INFO: rcu_preempt detected stalls",
+        kind="rcu-stall",
+        line="rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+        console_tail="",
+        host_starved=starved,
+    )
+
+
+STARVED = "All QSes seen, last rcu_preempt kthread activity 27311 (4294960000-4294932689)"
+
+
+def test_an_rcu_stall_from_a_starving_host_is_booted_once_more(monkeypatch, tmp_path: Path) -> None:
+    # with two other guests and both cores busy, the host left a guest's vCPUs unscheduled
+    # past the 21 s stall timeout: the stall report shows RCU's own kthread kept from running
+    plan = plan_of(("base", "cand"), blocks=2, seed=7)
+    bench = Bench(monkeypatch, tmp_path, plan)
+    bench.failures = {run.boot_id("base", 2): [_stall(STARVED)]}
+    results = bench.run()
+    base = results["base"]
+    assert base.status == "complete" and len(base.runs) == 2 * plan.runs
+    assert [b["attempt"] for b in base.boots if b["id"] == "base-2"] == [1, 2]
+    assert [b for b, n, _ in bench.boots if b == "base" and n == 2] == ["base", "base"]
+    # it happens again on the second boot: the run stops, with the guest's exit code
+    bench = Bench(monkeypatch, tmp_path / "twice", plan)
+    bench.failures = {run.boot_id("base", 2): [_stall(STARVED), _stall(STARVED)]}
+    with pytest.raises(GuestError) as info:
+        bench.run()
+    assert info.value.exit_code == EXIT_GUEST
+
+
+def test_an_rcu_stall_of_the_kernel_itself_stops_the_run(monkeypatch, tmp_path: Path) -> None:
+    # a CPU stuck in the kernel under test: no second boot, the run stops at once
+    plan = plan_of(("base", "cand"), blocks=2, seed=7)
+    bench = Bench(monkeypatch, tmp_path, plan)
+    bench.failures = {run.boot_id("cand", 1): [_stall(None)]}
+    with pytest.raises(GuestError):
+        bench.run()
+    assert [b for b, n, _ in bench.boots if b == "cand"] == ["cand"]  # no second boot
+    saved = json.loads((tmp_path / "run" / "results" / "cand.json").read_text())
+    assert [b["attempt"] for b in saved["boots"] if b["id"] == "cand-1"] == [1]
+
+
+def test_host_trouble_names_what_is_worth_one_more_boot() -> None:
+    assert run.host_trouble(BootTimeout("did not reach its ready marker within 60 s\nconsole"))
+    assert "All QSes seen" in (run.host_trouble(_stall(STARVED)) or "")
+    assert run.host_trouble(_stall(None)) is None
+    assert run.host_trouble(UserError("bad")) is None

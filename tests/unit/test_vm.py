@@ -475,3 +475,58 @@ def test_guest_needs_an_existing_kernel(tmp_path: Path) -> None:
         guest.start()
     assert vm.live_pids() == []
     shutil.rmtree(guest.workdir, ignore_errors=True)
+
+
+def _stall_error(lines: list[str]) -> GuestError:
+    splats = vm.find_splats(lines)
+    return vm.splat_error(splats, "\n".join(lines[-40:]), lines_after=lambda n: lines[n - 1 :])
+
+
+def test_a_stall_of_the_kernel_itself_is_not_put_on_the_host() -> None:
+    # a CPU stuck in show_map_vma (the kthread starved behind it), and a self-detected
+    # stall with the kthread running (fqs=5177): the kernel under test is at fault
+    for log in ("rcu_stall.log", "rcu_self_stall_caller.log"):
+        error = _stall_error(_lines(log))
+        assert error.kind == "rcu-stall"
+        assert error.host_starved is None, log
+        assert "did not run" not in error.message
+
+
+def test_console_lines_from_a_line_number(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_text("".join(f"line {n}\n" for n in range(1, 501)))
+    console = vm.Console(log, "ready", keep=100)
+    console.read_now()
+    assert console.lines_from(450)[:2] == ["line 450", "line 451"]
+    assert console.lines_from(500) == ["line 500"]
+    assert console.lines_from(10)[0] == "line 401"  # the tail holds the last 100 lines
+
+
+def test_a_stall_from_a_host_that_stopped_the_guest_is_put_on_the_host() -> None:
+    # a real console: QEMU stopped (SIGSTOP) for 30 s while the guest's four vCPUs were busy;
+    # the stall is 7504 jiffies (30 s at HZ=250), the CPU "1 GPs behind" and fqs=0
+    lines = _lines("rcu_stall_host_stopped.log")
+    error = _stall_error(lines)
+    assert error.kind == "rcu-stall" and error.exit_code == EXIT_GUEST
+    assert error.host_starved == (
+        "rcu: rcu_sched kthread timer wakeup didn't happen for 7503 jiffies!"
+        " g7181 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402"
+    )
+    assert "unscheduled" in (error.hint or "")
+    # without the lines after the stall's first line, nothing is put on the host
+    assert vm.splat_error(vm.find_splats(lines), "tail").host_starved is None
+
+
+def test_a_stall_report_names_the_host_only_from_its_own_lines() -> None:
+    head = "[ 93.52] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"
+    qses = "[ 93.53] rcu: \tAll QSes seen, last rcu_preempt kthread activity 23807 (42-41)"
+    oops = "[ 93.54] Oops: general protection fault, probably for non-canonical address"
+    assert vm.kthread_kept_from_running([head, qses]) == (
+        "rcu: \tAll QSes seen, last rcu_preempt kthread activity 23807 (42-41)"
+    )
+    # another kind of splat ends the stall's report
+    assert vm.kthread_kept_from_running([head, oops, qses]) is None
+    # a stall beside an Oops is the Oops' business: never put on the host
+    lines = [head, qses, oops]
+    error = vm.splat_error(vm.find_splats(lines), "", lines_after=lambda n: lines[n - 1 :])
+    assert error.kind == "oops" and error.host_starved is None
