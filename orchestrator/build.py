@@ -175,6 +175,8 @@ class Builder:
         self.vars = make_vars(exp.arch, self.use_ccache)
         self._tools: dict[str, str] | None = None
         self.kconfig_s: dict[str, float] = {}  # time spent making each variant's .config
+        # fragment symbols each variant's tree does not define (a warning, not an error)
+        self.kconfig_undefined: dict[str, list[str]] = {}
 
     @property
     def tools(self) -> dict[str, str]:
@@ -227,23 +229,59 @@ class Builder:
             }
         )
         cached = self.cache / "configs" / f"{key}.config"
-        if cached.exists():
+        # the fragment symbols this tree does not define, found when the config was made
+        undefined_file = cached.with_suffix(".undefined.json")
+        if cached.exists() and undefined_file.exists():
             text = cached.read_text()
-            dropped = kconfig.dropped_symbols(kconfig.parse_config(text), frags)
-            if not dropped:
+            known = self._read_undefined(undefined_file)
+            if known is not None and not kconfig.dropped_symbols(
+                kconfig.parse_config(text), frags, known
+            ):
+                self._warn_undefined(variant, known, frags)
                 return text
         self.progress.stage(variant.name, "kconfig")
         start = time.monotonic()
         wt = patched.source.worktree
         with locked(wt.lock_file):
             self.sources.store.switch(wt, patched.commit)
+            undefined = kconfig.undefined_symbols(
+                frags, kconfig.defined_symbols(wt.path, self.exp.arch)
+            )
             cfgdir = self.cache / "objdirs" / f"{patched.source.tree_id[:20]}-kconfig"
             text = kconfig.generate(
-                wt.path, cfgdir, self.exp.kconfig_base, frags, self.vars, self.env, log
+                wt.path,
+                cfgdir,
+                self.exp.kconfig_base,
+                frags,
+                self.vars,
+                self.env,
+                log,
+                undefined=undefined,
             )
         atomic_write(cached, text)
+        write_json(undefined_file, undefined)
         self.kconfig_s[variant.name] = round(time.monotonic() - start, 2)
+        self._warn_undefined(variant, undefined, frags)
         return text
+
+    @staticmethod
+    def _read_undefined(path: Path) -> list[str] | None:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        ok = isinstance(data, list) and all(isinstance(s, str) for s in data)
+        return data if ok else None
+
+    def _warn_undefined(
+        self, variant: Variant, undefined: list[str], frags: list[kconfig.Fragment]
+    ) -> None:
+        self.kconfig_undefined[variant.name] = list(undefined)
+        if undefined:
+            self.progress.note(
+                f"warning: {variant.name}: "
+                + kconfig.undefined_warning(undefined, frags, self.exp.source.describe())
+            )
 
     def artifact_key(self, patched: series.PatchedTree, config_text: str) -> str:
         return stable_hash(
@@ -446,6 +484,8 @@ class Builder:
                 for p in patched.patches
             ],
             "config_sha256": sha256_text(config_text),
+            # fragment symbols this tree does not define (skipped with a warning)
+            "kconfig_undefined": self.kconfig_undefined.get(variant.name, []),
             "toolchain": self.tools,
             "arch": self.exp.arch,
             "target": self.exp.make_target,

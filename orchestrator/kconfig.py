@@ -4,13 +4,17 @@ The base is ``tinyconfig``, ``defconfig``, ``allnoconfig`` or a ``.config`` file
 are named files in kconfigs/ (``korch kconfigs`` lists them) or paths. They are merged
 with the kernel's ``scripts/kconfig/merge_config.sh`` and completed by ``olddefconfig``;
 then every symbol a fragment sets must hold in the final ``.config``. A symbol that
-Kconfig dropped (an unmet dependency, a typo) stops the build with its name.
+Kconfig dropped (an unmet dependency) stops the build with its name. A symbol that the tree
+does not define at all is a warning that names it: the fragments serve many kernels, and a
+tree that removed a symbol (``PROC_SYSCTL`` is gone from 7.3) has moved on, it is not
+misconfigured. A typo is such a symbol too, which is why the warning names it.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +24,9 @@ from .errors import KconfigError, UserError
 
 _SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+_DEFINES = re.compile(r"^\s*(?:menu)?config\s+([A-Za-z0-9_]+)\s*(?:#.*)?$", re.MULTILINE)
+# ARCH= values whose Kconfig lives in another arch/ directory (the kernel's SRCARCH)
+_SRCARCH = {"x86_64": "x86", "i386": "x86", "arm64": "arm64", "aarch64": "arm64"}
 
 
 @dataclass(frozen=True)
@@ -103,16 +110,61 @@ def affects_kconfig(path: str) -> bool:
     )
 
 
-def dropped_symbols(final: Mapping[str, str], fragments: list[Fragment]) -> list[str]:
-    """One line per fragment symbol whose value did not survive into ``final``."""
+def dropped_symbols(
+    final: Mapping[str, str], fragments: list[Fragment], undefined: Iterable[str] = ()
+) -> list[str]:
+    """One line per fragment symbol whose value did not survive into ``final``, leaving out
+    the symbols in ``undefined`` (those the tree does not define)."""
+    skip = set(undefined)
     problems = []
     for frag in fragments:
         for sym, want in frag.symbols.items():
             got = final.get(sym, "n")
-            if got != want:
+            if got != want and sym not in skip:
                 shown = "not set" if got == "n" else got
                 problems.append(f"{sym}={want} (from {frag.name}) ended up {shown}")
     return problems
+
+
+def defined_symbols(srctree: Path, arch: str) -> set[str]:
+    """Every ``CONFIG_`` symbol that a Kconfig file of ``srctree`` defines for ``arch``
+    (``config`` or ``menuconfig`` lines; other architectures' arch/ directories skipped)."""
+    srcarch = _SRCARCH.get(arch, arch)
+    found: set[str] = set()
+    for top, dirs, files in os.walk(srctree):
+        here = Path(top)
+        if here == srctree:
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+        elif here == srctree / "arch":
+            dirs[:] = [d for d in dirs if d == srcarch]
+        for name in files:
+            if name.startswith("Kconfig"):
+                try:
+                    text = (here / name).read_text(errors="replace")
+                except OSError:
+                    continue
+                found.update("CONFIG_" + m for m in _DEFINES.findall(text))
+    return found
+
+
+def undefined_symbols(fragments: list[Fragment], defined: set[str]) -> list[str]:
+    """Fragment symbols that the tree does not define, each once, in fragment order."""
+    out: list[str] = []
+    for frag in fragments:
+        for sym in frag.symbols:
+            if sym not in defined and sym not in out:
+                out.append(sym)
+    return out
+
+
+def undefined_warning(symbols: list[str], fragments: list[Fragment], tree: str) -> str:
+    """The warning for fragment symbols that ``tree`` does not define."""
+    where = {s: f.name for f in reversed(fragments) for s in f.symbols}
+    named = ", ".join(f"{s} (from {where.get(s, '?')})" for s in symbols)
+    return (
+        f"{tree} does not define {named}: the tree has no such symbol (removed or renamed"
+        " upstream, or a typo), so the fragment's setting is skipped"
+    )
 
 
 def differing_symbols(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
@@ -133,8 +185,13 @@ def generate(
     env: Mapping[str, str],
     log: Path,
     on_line: Callable[[str], None] | None = None,
+    undefined: Iterable[str] = (),
 ) -> str:
-    """Produce the final .config text in ``cfgdir`` (an out-of-tree directory for Kconfig only)."""
+    """Produce the final .config text in ``cfgdir`` (an out-of-tree directory for Kconfig only).
+
+    Fragment symbols in ``undefined`` (see :func:`undefined_symbols`) may end up unset; any
+    other fragment symbol that olddefconfig dropped raises :class:`KconfigError`.
+    """
     cfgdir.mkdir(parents=True, exist_ok=True)
     make = ["make", "-C", str(srctree), f"O={cfgdir}", *make_vars]
     config = cfgdir / ".config"
@@ -161,13 +218,14 @@ def generate(
     )
     text = config.read_text()
     final = parse_config(text)
-    dropped = dropped_symbols(final, fragments)
+    dropped = dropped_symbols(final, fragments, undefined)
     if dropped:
         raise KconfigError(
             f"{len(dropped)} symbol(s) set by the kconfig fragments did not survive olddefconfig:\n  "
             + "\n  ".join(dropped),
             symbols=[d.split("=")[0] for d in dropped],
-            hint="a dependency is missing (add it to the fragment) or the symbol does not exist in this "
-            "kernel; 'make menuconfig' and search with '/' shows a symbol's dependencies",
+            hint="the tree defines these symbols but a dependency is missing or excludes them: add the "
+            "dependency to the fragment; 'make menuconfig' and search with '/' shows a symbol's "
+            "dependencies",
         )
     return text

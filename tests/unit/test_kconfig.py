@@ -87,3 +87,56 @@ def test_shipped_fragments_are_listed_and_resolve() -> None:
 )
 def test_which_changes_affect_kconfig(path: str, affects: bool) -> None:
     assert kconfig.affects_kconfig(path) is affects
+
+
+def _tree(root: Path) -> Path:
+    (root / "arch" / "x86").mkdir(parents=True)
+    (root / "arch" / "arm64").mkdir(parents=True)
+    (root / "fs" / "proc").mkdir(parents=True)
+    (root / "Kconfig").write_text('mainmenu "Linux"\nsource "fs/proc/Kconfig"\n')
+    (root / "fs" / "proc" / "Kconfig").write_text(
+        "config PROC_FS\n\tbool\n\nmenuconfig PROC_SYSCTL  # a comment\n\tbool\n"
+        "\thelp\n\t  config NOT_A_DEFINITION in help text\n"
+    )
+    (root / "arch" / "x86" / "Kconfig.cpu").write_text("config X86_64\n\tdef_bool y\n")
+    (root / "arch" / "arm64" / "Kconfig").write_text("config ARM64\n\tdef_bool y\n")
+    (root / "fs" / "proc" / "notes.txt").write_text("config IN_A_NOTE\n")
+    return root
+
+
+def test_defined_symbols_come_from_the_arch_s_kconfig_files(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    assert kconfig.defined_symbols(tree, "x86_64") == {
+        "CONFIG_PROC_FS",
+        "CONFIG_PROC_SYSCTL",
+        "CONFIG_X86_64",
+    }
+    assert "CONFIG_ARM64" in kconfig.defined_symbols(tree, "arm64")
+
+
+def test_a_symbol_the_tree_does_not_define_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    # PROC_SYSCTL is gone from Linux 7.3; the shipped qemu-guest fragment still sets it
+    tree = _tree(tmp_path)
+    (tree / "fs" / "proc" / "Kconfig").write_text("config PROC_FS\n\tbool\n")
+    guest = kconfig.Fragment(
+        "qemu-guest",
+        Path("qemu-guest.config"),
+        "",
+        {"CONFIG_PROC_FS": "y", "CONFIG_PROC_SYSCTL": "y"},
+    )
+    extra = kconfig.Fragment("extra", Path("extra.config"), "", {"CONFIG_PROC_SYSCTL": "y"})
+    undefined = kconfig.undefined_symbols([guest, extra], kconfig.defined_symbols(tree, "x86_64"))
+    assert undefined == ["CONFIG_PROC_SYSCTL"]
+    final = {"CONFIG_PROC_FS": "y"}
+    assert kconfig.dropped_symbols(final, [guest], undefined) == []
+    assert kconfig.dropped_symbols(final, [guest]) == [
+        "CONFIG_PROC_SYSCTL=y (from qemu-guest) ended up not set"
+    ]
+    warning = kconfig.undefined_warning(undefined, [guest, extra], "debian:linux-source-7.3")
+    assert warning.startswith(
+        "debian:linux-source-7.3 does not define CONFIG_PROC_SYSCTL (from qemu-guest)"
+    )
+    # a defined symbol that olddefconfig dropped is still an error
+    assert kconfig.dropped_symbols({}, [guest], undefined) == [
+        "CONFIG_PROC_FS=y (from qemu-guest) ended up not set"
+    ]
