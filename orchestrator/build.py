@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import __version__, kconfig, process, series
-from .config import Experiment, Variant
+from .config import Experiment, SourceSpec, Variant
 from .errors import BuildError, CommandError, KconfigError, UserError
 from .fsutil import (
     atomic_copy,
@@ -175,6 +175,7 @@ class Builder:
         self.vars = make_vars(exp.arch, self.use_ccache)
         self._tools: dict[str, str] | None = None
         self.kconfig_s: dict[str, float] = {}  # time spent making each variant's .config
+        self._sources: dict[SourceSpec, Source] = {}
         # fragment symbols each variant's tree does not define (a warning, not an error)
         self.kconfig_undefined: dict[str, list[str]] = {}
 
@@ -190,9 +191,14 @@ class Builder:
 
     # -- steps ---------------------------------------------------------------------
 
-    def source(self) -> Source:
-        self.progress.stage("(source)", self.exp.source.describe())
-        return self.sources.get(self.exp.source)
+    def source(self, variant: str | None = None) -> Source:
+        """The source tree ``variant`` builds from (default: ``kernel.source``), imported
+        once per korch process."""
+        spec = self.exp.source_of(variant) if variant else self.exp.source
+        if spec not in self._sources:
+            self.progress.stage("(source)", spec.describe())
+            self._sources[spec] = self.sources.get(spec)
+        return self._sources[spec]
 
     def fragments(self, variant: Variant) -> list[kconfig.Fragment]:
         return [kconfig.resolve(ref) for ref in (*self.exp.kconfig, *variant.kconfig)]
@@ -280,7 +286,9 @@ class Builder:
         if undefined:
             self.progress.note(
                 f"warning: {variant.name}: "
-                + kconfig.undefined_warning(undefined, frags, self.exp.source.describe())
+                + kconfig.undefined_warning(
+                    undefined, frags, self.exp.source_of(variant.name).describe()
+                )
             )
 
     def artifact_key(self, patched: series.PatchedTree, config_text: str) -> str:
@@ -300,9 +308,9 @@ class Builder:
     def build_all(self, names: list[str] | None = None) -> dict[str, Build]:
         """Build the named variants (default: all) and return their artifacts."""
         variants = [self.exp.variant(n) for n in names] if names else list(self.exp.variants)
-        src = self.source()
         patched: dict[str, series.PatchedTree] = {}
         for v in variants:
+            src = self.source(v.name)
             self.progress.stage(v.name, "patches")
             patched[v.name] = series.prepare(self.sources.store, src, v.series)
         logs_dir = self.cache / "logs"
@@ -320,8 +328,16 @@ class Builder:
         return results
 
     def check_configs_agree(self, variants: list[Variant], configs: dict[str, str]) -> None:
-        """Variants without their own fragments must end with identical .config files."""
-        plain = [v for v in variants if not v.kconfig]
+        """Variants of one source tree without their own fragments must end with identical
+        .config files (trees differ in their Kconfig, so across trees they may differ)."""
+        by_source: dict[SourceSpec, list[Variant]] = {}
+        for v in variants:
+            if not v.kconfig:
+                by_source.setdefault(self.exp.source_of(v.name), []).append(v)
+        for plain in by_source.values():
+            self._check_agree(plain, configs)
+
+    def _check_agree(self, plain: list[Variant], configs: dict[str, str]) -> None:
         if len(plain) < 2:
             return
         ref = plain[0]

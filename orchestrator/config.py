@@ -80,6 +80,7 @@ class Variant:
     description: str = ""
     series: SeriesSpec = field(default_factory=lambda: SeriesSpec("files"))
     kconfig: tuple[str, ...] = ()  # extra fragments for this variant only
+    source: SourceSpec | None = None  # its own kernel source (default: kernel.source)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,15 @@ class Experiment:
     # settings to vary, each combination a cell compared on its own: ((key, values), ...)
     # with keys from MATRIX_KEYS, e.g. (("vm.cpus", (2, 4)), ("workload.procfile", ("maps", "smaps")))
     matrix: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def source_of(self, variant: str) -> SourceSpec:
+        """The kernel source a variant builds from: its own, else ``kernel.source``."""
+        return self.variant(variant).source or self.source
+
+    @property
+    def cross_tree(self) -> bool:
+        """Whether the variants build from more than one kernel source."""
+        return len({self.source_of(v.name) for v in self.variants}) > 1
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -304,8 +314,9 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 # ---------------------------------------------------------------- sections
 
 
-def _source(c: _Checker, node: yaml.Node, base: Path) -> SourceSpec | None:
-    keypath = "kernel.source"
+def _source(
+    c: _Checker, node: yaml.Node, base: Path, keypath: str = "kernel.source"
+) -> SourceSpec | None:
     if not isinstance(node, yaml.MappingNode):
         c.problem(
             node,
@@ -701,6 +712,7 @@ def loads(text: str, path: Path) -> Experiment:
                         "patches": False,
                         "series": False,
                         "kconfig": False,
+                        "source": False,
                     },
                 )
                 if m is None or "name" not in m:
@@ -722,7 +734,8 @@ def loads(text: str, path: Path) -> Experiment:
                     if "kconfig" in m
                     else ()
                 )
-                variants.append(Variant(vname, desc, series, frags))
+                vsource = _source(c, m["source"], base, f"{kp}.source") if "source" in m else None
+                variants.append(Variant(vname, desc, series, frags, vsource))
 
     baseline = variants[0].name if variants else ""
     if "baseline" in top:

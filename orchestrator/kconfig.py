@@ -220,9 +220,15 @@ def generate(
     final = parse_config(text)
     dropped = dropped_symbols(final, fragments, undefined)
     if dropped:
+        skipped = list(undefined)
         raise KconfigError(
             f"{len(dropped)} symbol(s) set by the kconfig fragments did not survive olddefconfig:\n  "
-            + "\n  ".join(dropped),
+            + "\n  ".join(dropped)
+            + (
+                f"\n(skipped, as the tree does not define them: {', '.join(skipped)})"
+                if skipped
+                else ""
+            ),
             symbols=[d.split("=")[0] for d in dropped],
             hint="the tree defines these symbols but a dependency is missing or excludes them: add the "
             "dependency to the fragment; 'make menuconfig' and search with '/' shows a symbol's "

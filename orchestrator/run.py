@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, build, config, image, process, vm
+from . import __version__, build, config, image, kconfig, process, vm
 from .config import Experiment
 from .errors import BootTimeout, GuestError, Interrupted, KorchError, UserError
 from .fsutil import (
@@ -574,6 +574,8 @@ class Runner:
                 "variant": self.plan.kernels[side],
                 "kernel_release": meta["kernel_release"],
                 "config_sha256": meta["config_sha256"],
+                "kernel_source": (meta.get("source") or {}).get("spec"),
+                **self.config_symbols(kernel),
                 "build_key": kernel.key,
                 "patches": [{"file": p["file"], "subject": p["subject"]} for p in meta["patches"]],
                 "accel": self.env["accel"],
@@ -591,6 +593,13 @@ class Runner:
             }
         )
         return res
+
+    def config_symbols(self, kernel: build.Build) -> dict[str, Any]:
+        """In a cross-tree experiment, the kernel's .config symbols (the report lists where
+        the trees' configurations differ); else nothing."""
+        if not self.exp.cross_tree or not kernel.config.is_file():
+            return {}
+        return {"config_symbols": kconfig.parse_config(kernel.config.read_text())}
 
     def run_identity(self) -> dict[str, Any]:
         """``run_id``, ``planned_at`` and, in a matrix, ``cell`` (id and settings): what

@@ -131,9 +131,13 @@ def find_cell(rundir: Path, name: str | None) -> Cell:
 # ---------------------------------------------------------------- the matrix for CI
 
 
-def kernel_label(exp: Experiment) -> str:
-    """A short name of the experiment's kernel source for matrix entries and cache keys."""
-    spec = exp.source
+def kernel_label(exp: Experiment, variant: str | None = None) -> str:
+    """A short name of a kernel source for matrix entries and cache keys: ``variant``'s,
+    else the experiment's (every source's, joined by '+', when the variants differ)."""
+    if variant is None and exp.cross_tree:
+        labels = [kernel_label(exp, v.name) for v in exp.variants]
+        return "+".join(dict.fromkeys(labels))
+    spec = exp.source_of(variant) if variant else exp.source
     if spec.kind == "debian":
         label = spec.location + (f"-{spec.version}" if spec.version else "")
     elif spec.kind == "git":
@@ -176,11 +180,11 @@ def github_matrix(exp: Experiment, plan: Plan, cell_list: list[Cell], stage: str
     include: list[dict[str, str]] = []
     if stage == "build":
         order = [v.name for v in exp.variants]
-        groups: dict[str, list[str]] = {}
+        groups: dict[tuple[str, str], list[str]] = {}
         for k in sorted(dict.fromkeys(plan.kernels.values()), key=order.index):
-            groups.setdefault(config_id(exp, k), []).append(k)
-        for config, names in groups.items():
-            include.append({"kernel": label, "config": config, "variants": " ".join(names)})
+            groups.setdefault((kernel_label(exp, k), config_id(exp, k)), []).append(k)
+        for (kernel, config), names in groups.items():
+            include.append({"kernel": kernel, "config": config, "variants": " ".join(names)})
     else:
         for c in cell_list:
             for s in range(1, plan.shards + 1):

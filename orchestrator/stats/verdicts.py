@@ -618,7 +618,7 @@ def _warnings(
     paired: bool,
     candidates: Sequence[CandidateComparison],
 ) -> list[str]:
-    out = []
+    out = _cross_tree(datas)
     if emulated:
         out.append(
             "Emulated timing (QEMU TCG): latencies include the emulator's own delays and are"
@@ -671,6 +671,48 @@ def _warnings(
 
 
 # ---------------------------------------------------------------- the comparison
+
+
+CONFIG_DIFFERENCES_SHOWN = 12
+
+
+def _cross_tree(datas: Sequence[VariantData]) -> list[str]:
+    """A note per side built from another kernel source than the baseline (first): what
+    it is built from, and where the two .config files differ (information, not an error:
+    each tree's Kconfig decides its own symbols)."""
+    if not datas:
+        return []
+    base = datas[0]
+    base_prov = base.results.provenance
+    out = []
+    for d in datas[1:]:
+        prov = d.results.provenance
+        a, b = base_prov.get("kernel_source"), prov.get("kernel_source")
+        if not a or not b or a == b:
+            continue
+        text = (
+            f"Cross-tree comparison: '{base.variant}' is built from {a}, '{d.variant}' from {b};"
+            " the difference holds everything between the two trees, not one series."
+        )
+        ca, cb = base_prov.get("config_symbols"), prov.get("config_symbols")
+        if isinstance(ca, Mapping) and isinstance(cb, Mapping):
+            diff = [
+                f"{sym} {ca.get(sym, 'n')} vs {cb.get(sym, 'n')}"
+                for sym in sorted(set(ca) | set(cb))
+                if ca.get(sym, "n") != cb.get(sym, "n")
+            ]
+            shown = "; ".join(diff[:CONFIG_DIFFERENCES_SHOWN])
+            more = len(diff) - CONFIG_DIFFERENCES_SHOWN
+            text += (
+                f" Their .config files differ in {len(diff)} symbol(s), as each tree's Kconfig"
+                f" decided (information, not an error): {shown}"
+                + (f"; and {more} more" if more > 0 else "")
+                + "."
+                if diff
+                else " Their .config files set the same symbols."
+            )
+        out.append(text)
+    return out
 
 
 def _runs(data: VariantData, m: Metric) -> int:

@@ -156,5 +156,23 @@ def test_dropped_kconfig_symbol_is_named(
     exp = _experiment(tmp_path, "  - name: only\n", extra_kconfig="extra.config")
     assert main(["build", str(exp)]) == EXIT_USAGE
     err = capsys.readouterr().err
-    assert "CONFIG_KORCH_NO_SUCH_SYMBOL=y (from extra) ended up not set" in err
+    # the tree defines KVM but its dependency is off: an error; the other is no symbol at all
+    assert "1 symbol(s) set by the kconfig fragments did not survive" in err
     assert "CONFIG_KVM=y (from extra) ended up not set" in err
+    assert "skipped, as the tree does not define them: CONFIG_KORCH_NO_SUCH_SYMBOL" in err
+
+
+def test_a_symbol_the_tree_does_not_define_is_a_warning(
+    default_builds: dict[str, build.Build], tmp_path: Path, capsys
+) -> None:
+    # a fragment serves many kernels; a tree that removed a symbol has moved on
+    frag = tmp_path / "extra.config"
+    frag.write_text("# a symbol no tree defines\nCONFIG_KORCH_NO_SUCH_SYMBOL=y\n")
+    exp = _experiment(tmp_path, "  - name: only\n", extra_kconfig="extra.config")
+    assert main(["build", str(exp)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: only: debian:linux-source-7.2 from trixie-backports does not define" in err
+    assert "does not define CONFIG_KORCH_NO_SUCH_SYMBOL (from extra)" in err
+    # the same .config as the stock variant: the build is the cached per-vma kernel
+    built = build.Builder(config.load(exp), cache_root(), PlainProgress()).build_all()["only"]
+    assert built.cached and built.key == default_builds["per-vma"].key

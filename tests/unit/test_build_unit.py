@@ -67,3 +67,23 @@ def test_compiled_object_lines() -> None:
     assert build._COMPILED.match("  AS      arch/x86/entry/entry_64.o")
     assert not build._COMPILED.match("  LD      vmlinux.o")
     assert not build._COMPILED.match("  CC      scripts/mod/empty.s")
+
+
+def test_variants_of_different_trees_may_end_with_different_configs(
+    builder: build.Builder, tmp_path: Path
+) -> None:
+    # each tree's Kconfig decides its symbols; the report lists the differences instead
+    text = config.default_experiment_path().read_text()
+    text = text.replace(
+        "    description: stock Linux 7.2",
+        "    source: {debian: linux-source-6.12, suite: trixie}\n    description: Linux 6.12",
+    )
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "maps-under-mmap-lock.patch").write_text("x")
+    f = tmp_path / "cross.yaml"
+    f.write_text(text)
+    exp = config.load(f)
+    assert exp.cross_tree
+    cross = build.Builder(exp, tmp_path)
+    configs = {"mmap-lock": "CONFIG_A=y\nCONFIG_B=y\n", "per-vma": "CONFIG_A=y\n"}
+    cross.check_configs_agree(list(exp.variants), configs)

@@ -180,3 +180,26 @@ def test_the_region_must_fit_the_guest(tmp_path: Path) -> None:
     assert len(found) == 1 and ":13: workload.region_mb:" in found[0]
     assert "does not fit a guest of 512M: give vm.memory at least 1024M" in found[0]
     load(tmp_path, BASE + "vm: {memory: 1G}\nworkload: {region_mb: 512}\n")
+
+
+CROSS = GOOD.replace(
+    "  - name: base\n",
+    "  - name: base\n    source: {debian: linux-source-6.12, suite: trixie}\n",
+)
+
+
+def test_a_variant_may_build_from_its_own_source(tmp_path: Path) -> None:
+    exp = load(tmp_path, CROSS)
+    assert exp.source_of("base") == config.SourceSpec("debian", "linux-source-6.12", suite="trixie")
+    assert exp.source_of("cand") == exp.source  # kernel.source, as before
+    assert exp.cross_tree
+    assert not load(tmp_path, GOOD).cross_tree
+
+
+def test_a_variant_s_source_is_checked_with_its_key_path(tmp_path: Path) -> None:
+    text = GOOD.replace("  - name: cand\n", "  - name: cand\n    source: {debian: x, git: y}\n")
+    (p,) = problems(tmp_path, text)
+    assert p.startswith(f"{tmp_path / 'exp.yaml'}:9: variants[1].source: give exactly one of")
+    text = GOOD.replace("  - name: cand\n", "  - name: cand\n    source: {debian: Not_A_Package}\n")
+    (p,) = problems(tmp_path, text)
+    assert "variants[1].source.debian" in p and "Debian package name" in p

@@ -352,3 +352,27 @@ def test_guest_packages_are_a_subset_of_the_full_list() -> None:
     # build-essential brings the compiler and the C library's static archive
     assert guest - full <= {"gcc", "libc6-dev"} and "build-essential" in full
     assert {"qemu-system-x86", "busybox-static", "dropbear-bin"} <= guest
+
+
+def test_variants_of_two_trees_build_in_two_jobs(tmp_path: Path, capsys) -> None:
+    text = (
+        config.default_experiment_path()
+        .read_text()
+        .replace(
+            "    description: stock Linux 7.2",
+            "    source: {debian: linux-source-6.12, suite: trixie}\n    description: Linux 6.12",
+        )
+    )
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "maps-under-mmap-lock.patch").write_text("x")
+    f = tmp_path / "cross.yaml"
+    f.write_text(text)
+    assert main(["matrix", str(f), "--stage", "build"]) == EXIT_OK
+    built = stages.matrix_from_json(capsys.readouterr().out)["include"]
+    assert [(e["kernel"], e["variants"]) for e in built] == [
+        ("linux-source-7.2", "mmap-lock"),
+        ("linux-source-6.12", "per-vma"),
+    ]
+    assert main(["matrix", str(f)]) == EXIT_OK
+    bench = stages.matrix_from_json(capsys.readouterr().out)["include"]
+    assert {e["kernel"] for e in bench} == {"linux-source-7.2+linux-source-6.12"}

@@ -294,3 +294,24 @@ def test_aa_only_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["report", str(tmp_path), "--headline", "p50_ms"]) == EXIT_OK
     assert "B (mmap-lock) vs A (mmap-lock): equivalent; per-run p50 (ms)" in capsys.readouterr().out
     assert oct((tmp_path / "report.html").stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_cross_tree_comparison_is_marked_with_its_config_differences(tmp_path: Path) -> None:
+    common = {"baseline": "old", "runs": 8, "boots": 8, "ops": 1000, "tail": 0.02}
+    old = synthetic_results("old", seed=21, **common)  # type: ignore[arg-type]
+    new = synthetic_results("new", seed=22, **common)  # type: ignore[arg-type]
+    old.provenance["kernel_source"] = "debian:linux-source-6.12 from trixie"
+    new.provenance["kernel_source"] = "debian:linux-source-7.2 from trixie-backports"
+    old.provenance["config_symbols"] = {"CONFIG_A": "y", "CONFIG_OLD": "y", "CONFIG_N": "4"}
+    new.provenance["config_symbols"] = {"CONFIG_A": "y", "CONFIG_NEW": "y", "CONFIG_N": "8"}
+    comparison = stats.compare([old, new])
+    (note,) = [w for w in comparison.warnings if w.startswith("Cross-tree comparison")]
+    assert "'old' is built from debian:linux-source-6.12 from trixie" in note
+    assert "'new' from debian:linux-source-7.2 from trixie-backports" in note
+    assert "differ in 3 symbol(s)" in note
+    assert "CONFIG_N 4 vs 8; CONFIG_NEW n vs y; CONFIG_OLD y vs n." in note
+    # the notes reach the reports people read
+    assert note in markdown.render(comparison)
+    # one tree: no such note
+    new.provenance["kernel_source"] = old.provenance["kernel_source"]
+    assert not any(w.startswith("Cross-tree") for w in stats.compare([old, new]).warnings)
