@@ -76,8 +76,11 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
                     raise errors.UserError(
                         f"{exp.path}: variant {v.name}: patch {f} does not exist"
                     )
+    trees = len({exp.source_of(v.name) for v in exp.variants})
     console.print(
-        f"{exp.path}: ok ({exp.name}: {len(exp.variants)} variants, baseline {exp.baseline})"
+        f"{exp.path}: ok ({exp.name}: {len(exp.variants)} variants, baseline {exp.baseline}"
+        + (f"; cross-tree: {trees} kernel sources" if trees > 1 else "")
+        + ")"
     )
     return errors.EXIT_OK
 
