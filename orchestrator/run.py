@@ -885,14 +885,14 @@ def host_trouble(exc: BaseException) -> str | None:
 
     Two failures are worth one more boot: a boot past its deadline (under TCG on a loaded
     host a boot can stall for a minute where every vCPU thread must meet, after 'vgaarb:
-    loaded', while the same kernel boots in 4 s otherwise), and an RCU stall whose report
-    shows RCU's grace-period kthread kept from running (a host that leaves the vCPUs
-    unscheduled past the 21 s stall timeout; seen with two other guests and both cores busy).
+    loaded', while the same kernel boots in 4 s otherwise), and an RCU stall on a host that
+    did not run the guest (its vCPUs held off the cores, or the report showing RCU's
+    grace-period kthread kept from running; seen with two other guests and both cores busy).
     """
     if isinstance(exc, BootTimeout):
         return str(exc).splitlines()[0]
     if isinstance(exc, GuestError) and exc.host_starved:
-        return f"RCU stall with the grace-period kthread kept from running ({exc.host_starved})"
+        return f"RCU stall on a host that did not run the guest ({exc.host_starved})"
     return None
 
 

@@ -46,6 +46,7 @@ from .errors import (
     VMError,
 )
 from .fsutil import atomic_write, sha256_file
+from .hostwatch import Hold, VcpuWatch
 from .image import GuestImage, build_image
 from .remote import Remote, RunResult
 
@@ -187,6 +188,9 @@ def qemu_argv(
     """The whole QEMU command line for one guest."""
     return [
         qemu,
+        # vCPU threads named "CPU <n>/TCG", so the host side can tell them apart (hostwatch)
+        "-name",
+        "korch,debug-threads=on",
         *display_args(),
         *accel_args(accel),
         *smp_args(cpus),
@@ -233,6 +237,10 @@ _KTHREAD_KEPT_FROM_RUNNING = re.compile(
 )
 # how far after a stall's first line its report may run (CPU lists, kthread lines, stacks)
 STALL_REPORT_LINES = 80
+# a vCPU the host held this long (about half the 21 s stall timeout), in the last
+# HOST_HOLD_LOOKBACK_S before a stall was raised, puts the stall on the host
+HOST_HOLD_S = 10.0
+HOST_HOLD_LOOKBACK_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -288,12 +296,15 @@ def splat_error(
     console_log: Path | str | None = None,
     *,
     lines_after: Callable[[int], list[str]] | None = None,
+    host_hold: Hold | None = None,
 ) -> GuestError:
     """The :class:`GuestError` for what the console showed; the most severe splat names it.
 
-    ``lines_after(lineno)`` (optional) gives the console from a line on; with it, a batch of
-    RCU stalls alone whose report shows the grace-period kthread kept from running is marked
-    ``host_starved`` (see :func:`kthread_kept_from_running`).
+    A batch of RCU stalls alone is marked ``host_starved`` (worth one more boot, see
+    ``run.host_trouble``) on either evidence: ``host_hold``, the host seen not running a vCPU
+    for :data:`HOST_HOLD_S` or more just before (see :mod:`orchestrator.hostwatch`), or the
+    report's own lines after the first, read with ``lines_after(lineno)``, showing the
+    grace-period kthread kept from running (see :func:`kthread_kept_from_running`).
     """
     primary = max(splats, key=lambda s: SEVERITY[s.kind])
     others = sorted(
@@ -306,12 +317,18 @@ def splat_error(
         message += f"\n  also seen: {', '.join(others)}"
     hint = "the kernel under test crashed or complained; the trace is in the console"
     starved = None
-    if lines_after is not None and all(s.kind == "rcu-stall" for s in splats):
-        first = min(s.lineno for s in splats)
-        last = max(s.lineno for s in splats)
-        starved = kthread_kept_from_running(lines_after(first)[: last - first + STALL_REPORT_LINES])
+    if all(s.kind == "rcu-stall" for s in splats):
+        if host_hold is not None and host_hold.seconds >= HOST_HOLD_S:
+            starved = f"{host_hold.describe()} just before"
+            message += f"\n  {starved}"
+        elif lines_after is not None:
+            first = min(s.lineno for s in splats)
+            last = max(s.lineno for s in splats)
+            report = lines_after(first)[: last - first + STALL_REPORT_LINES]
+            starved = kthread_kept_from_running(report)
+            if starved:
+                message += f"\n  the report says RCU's grace-period kthread did not run: {starved}"
         if starved:
-            message += f"\n  the report says RCU's grace-period kthread did not run: {starved}"
             hint = (
                 "a guest whose vCPUs the host leaves unscheduled for longer than the stall"
                 " timeout reports this (time jumps forward); a busy host under TCG does that."
@@ -801,6 +818,7 @@ class Guest:
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.console: Console | None = None
+        self.watch: VcpuWatch | None = None
         self.remote: Remote | None = None
         self.boot_s: float | None = None  # QEMU start to SSH login (or ready marker)
         self._reported = 0  # splats already raised, so each one is raised once
@@ -886,6 +904,8 @@ class Guest:
         try:
             self.proc, self.port = spawn_qemu(make_argv, log=self.qemu_log)
             self.argv = make_argv(self.port)
+            self.watch = VcpuWatch(self.proc.pid)
+            self.watch.start()
             self.console = Console(
                 self.console_log, self.image.ready_marker, on_line=self._on_console_line
             )
@@ -949,6 +969,8 @@ class Guest:
             _unregister(proc)
             if self.console is not None:
                 self.console.stop()
+            if self.watch is not None:
+                self.watch.stop()
             self.proc = None
             if self._own_workdir and not self._failed and not self._unreported():
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -968,8 +990,16 @@ class Guest:
         new = self._unreported()
         self._reported += len(new)
         self._failed = True
+        hold = None
+        if self.watch is not None:
+            self.watch.step()  # the host's view up to this moment
+            hold = self.watch.longest(since=time.monotonic() - HOST_HOLD_LOOKBACK_S)
         raise splat_error(
-            new, self.console.tail(), self.console_log, lines_after=self.console.lines_from
+            new,
+            self.console.tail(),
+            self.console_log,
+            lines_after=self.console.lines_from,
+            host_hold=hold,
         )
 
     def _settle(self) -> None:

@@ -7,6 +7,7 @@ else the default experiment's per-vma build (the build stage's ``default_builds`
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,11 +152,10 @@ def test_a_host_that_stops_running_the_guest_is_named_in_the_stall(
             time.sleep(1)
     error = info.value
     assert error.exit_code == EXIT_GUEST and error.kind == "rcu-stall"
-    assert error.host_starved is not None
-    assert "kthread timer wakeup didn't happen" in error.host_starved or (
-        "All QSes seen" in error.host_starved
-    )
-    assert "the report says RCU's grace-period kthread did not run" in str(error)
+    # the host's own counters name the held vCPU, whatever the guest's report holds (its
+    # lines vary with where the grace period was when the host stopped the guest)
+    assert error.host_starved is not None, str(error)
+    assert re.search(r"did not run vCPU thread 'CPU \d/TCG' for \d+\.\d s \(stopped\)", str(error))
     assert "unscheduled" in (error.hint or "")
 
 

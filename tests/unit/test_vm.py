@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator import vm
 from orchestrator.errors import EXIT_GUEST, GuestError, UserError, VMError
+from orchestrator.hostwatch import Hold
 from orchestrator.image import GuestImage
 
 CONSOLE_LOGS = Path(__file__).parent / "data" / "console"
@@ -38,6 +39,7 @@ def test_qemu_argv_tcg_four_cpus() -> None:
     )
     assert argv == [
         "qemu-system-x86_64",
+        "-name", "korch,debug-threads=on",
         "-display", "none", "-nodefaults", "-no-user-config",
         "-accel", "tcg,thread=multi", "-cpu", "max",
         "-smp", "4",
@@ -529,4 +531,24 @@ def test_a_stall_report_names_the_host_only_from_its_own_lines() -> None:
     # a stall beside an Oops is the Oops' business: never put on the host
     lines = [head, qses, oops]
     error = vm.splat_error(vm.find_splats(lines), "", lines_after=lambda n: lines[n - 1 :])
+    assert error.kind == "oops" and error.host_starved is None
+
+
+def test_a_stall_after_the_host_held_a_vcpu_is_put_on_the_host() -> None:
+    # whatever the report's own lines say, the host's measurement is evidence of its own
+    lines = _lines("rcu_stall.log")
+    splats = vm.find_splats(lines)
+    held = Hold("CPU 2/TCG", 100.0, 127.5, stopped=False)
+    error = vm.splat_error(splats, "tail", host_hold=held)
+    assert error.kind == "rcu-stall" and error.exit_code == EXIT_GUEST
+    assert error.host_starved == (
+        "the host did not run vCPU thread 'CPU 2/TCG' for 27.5 s (waiting for a core) just before"
+    )
+    assert error.host_starved in error.message and "unscheduled" in (error.hint or "")
+    # a short hold is what any busy host does: the stall stays the kernel's
+    brief = Hold("CPU 2/TCG", 100.0, 100.0 + vm.HOST_HOLD_S - 0.5, stopped=True)
+    assert vm.splat_error(splats, "tail", host_hold=brief).host_starved is None
+    # an Oops is never put on the host, held vCPU or not
+    oops = [*lines, "[ 99.1] Oops: general protection fault, probably for non-canonical address"]
+    error = vm.splat_error(vm.find_splats(oops), "tail", host_hold=held)
     assert error.kind == "oops" and error.host_starved is None
