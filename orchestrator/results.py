@@ -30,6 +30,8 @@ Schema 1::
       },
       "boots": [{"id": "per-vma-1", "attempt": 1, "block": 1, "position": 0,
                  "started_at": "...", "ended_at": "...", "boot_s": 3.9,
+                 "host_others_cpu": 0.02,  (share of the host's CPU other processes took
+                                            during the workload; see hostwatch.HostShare)
                  "console": "boot/per-vma-1/console.log", "error": null}],
       "runs": [{"boot": "per-vma-1", "block": 1, "attempt": 1, "index": 0, "seed": 1,
                 "hang": false, "note": "",

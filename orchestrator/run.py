@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, build, config, image, kconfig, process, vm
+from . import __version__, build, config, hostwatch, image, kconfig, process, vm
 from .config import Experiment
 from .errors import BootTimeout, GuestError, Interrupted, KorchError, UserError
 from .fsutil import (
@@ -841,6 +841,7 @@ class Runner:
                 entry["boot_s"] = round(guest.boot_s or 0.0, 2)
                 self.timings["boot"] = self.timings.get("boot", 0.0) + (guest.boot_s or 0.0)
                 t_workload = time.monotonic()
+                host_share = hostwatch.HostShare(guest.proc.pid) if guest.proc else None
                 entry["kernel_version_string"] = guest.run(
                     "cat /proc/version", timeout=30
                 ).stdout.strip()
@@ -868,6 +869,9 @@ class Runner:
                     RemoteAdapter(guest), params, guest_dir=GUEST_DIR, on_run=record
                 )
                 res.provenance["placement"] = asdict(result.placement)
+                others = host_share.others() if host_share else None
+                if others is not None:
+                    entry["host_others_cpu"] = round(others, 3)
                 self.timings["workload"] = (
                     self.timings.get("workload", 0.0) + time.monotonic() - t_workload
                 )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -611,6 +612,10 @@ def _advice(
 # ---------------------------------------------------------------- warnings
 
 
+# a median share of the host's CPU taken by other processes from which the report warns
+BUSY_HOST_SHARE = 0.25
+
+
 def _warnings(
     datas: Sequence[VariantData],
     summaries: Sequence[Summary],
@@ -619,6 +624,9 @@ def _warnings(
     candidates: Sequence[CandidateComparison],
 ) -> list[str]:
     out = _cross_tree(datas)
+    busy = _busy_host(datas)
+    if busy:
+        out.append(busy)
     if emulated:
         out.append(
             "Emulated timing (QEMU TCG): latencies include the emulator's own delays and are"
@@ -674,6 +682,31 @@ def _warnings(
 
 
 CONFIG_DIFFERENCES_SHOWN = 12
+
+
+def _busy_host(datas: Sequence[VariantData]) -> str | None:
+    """A warning when other processes took a large share of the host's CPU while the
+    workloads ran (``host_others_cpu`` of each boot): the guests then wait for cores, and
+    every latency holds the host's load as well as the kernel's behaviour."""
+    shares = sorted(
+        float(boot["host_others_cpu"])
+        for d in datas
+        for boot in d.results.boots
+        if isinstance(boot, Mapping)
+        and isinstance(boot.get("host_others_cpu"), int | float)
+        and not boot.get("error")
+    )
+    if not shares:
+        return None
+    median = statistics.median(shares)
+    if median < BUSY_HOST_SHARE:
+        return None
+    return (
+        f"Busy host: other processes took a median {median:.0%} of the host's CPU while the"
+        f" workloads ran (most {shares[-1]:.0%}, over {len(shares)} boots); the guests waited"
+        " for cores, so the timings hold the host's load too and a change is harder to see."
+        " Compare on a quiet host."
+    )
 
 
 def _cross_tree(datas: Sequence[VariantData]) -> list[str]:

@@ -444,6 +444,7 @@ def test_boots_and_runs_record_their_block_position_and_attempt(
 
     class FakeGuest:
         boot_s = 1.5
+        proc = None  # no QEMU: no host share is recorded
 
         def __init__(self, *args: Any, **kw: Any) -> None:
             pass

@@ -315,3 +315,25 @@ def test_a_cross_tree_comparison_is_marked_with_its_config_differences(tmp_path:
     # one tree: no such note
     new.provenance["kernel_source"] = old.provenance["kernel_source"]
     assert not any(w.startswith("Cross-tree") for w in stats.compare([old, new]).warnings)
+
+
+def test_a_busy_host_is_named_in_the_warnings() -> None:
+    common = {"baseline": "old", "runs": 8, "boots": 8, "ops": 1000, "tail": 0.02}
+    old = synthetic_results("old", seed=31, **common)  # type: ignore[arg-type]
+    new = synthetic_results("new", seed=32, **common)  # type: ignore[arg-type]
+    for res, shares in ((old, [0.6, 0.7, 0.5, 0.8]), (new, [0.65, 0.9, 0.55, 0.7])):
+        for boot, share in zip(res.boots, shares * 2, strict=False):
+            boot["host_others_cpu"] = share
+    (note,) = [w for w in stats.compare([old, new]).warnings if w.startswith("Busy host")]
+    assert "median 68% of the host's CPU" in note and "most 90%, over 16 boots" in note
+    # a quiet host, a failed boot's figure, or results without the figure: no warning
+    for res in (old, new):
+        for boot in res.boots:
+            boot["host_others_cpu"] = 0.03
+    new.boots[0]["host_others_cpu"] = 1.0
+    new.boots[0]["error"] = "guest RCU stall"
+    assert not any(w.startswith("Busy host") for w in stats.compare([old, new]).warnings)
+    for res in (old, new):
+        for boot in res.boots:
+            boot.pop("host_others_cpu")
+    assert not any(w.startswith("Busy host") for w in stats.compare([old, new]).warnings)
