@@ -26,6 +26,7 @@ from orchestrator.workloads.maps_contention import (
     run_workload,
 )
 from orchestrator.workloads.maps_contention.driver import (
+    BUSYWAIT,
     MAPPER_PID,
     busywait_argv,
     cleanup_script,
@@ -253,6 +254,31 @@ def test_end_to_end_on_the_host(programs: dict[str, Path], tmp_path: Path) -> No
     record_json = result.to_json()["runs"][0]["record"]
     assert parse_result(json.dumps(record_json), "saved") == record
     assert not (tmp_path / "guest" / "run-0").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_the_timed_window_waits_for_busy_waiters_slow_to_start(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    # A loaded host can hold a new process between fork and exec for seconds (seen once in
+    # a full-suite run beside two guests and two busy loops: both busy waiters counted 0
+    # periods). A busy waiter that reaches its own program 2.5 s late stands in for it: the
+    # gate must stay shut until it runs, so it spins through the mapper's whole window.
+    slow = tmp_path / "slow" / BUSYWAIT
+    slow.parent.mkdir()
+    slow.write_text(f'#!/bin/sh\nsleep 2.5\nexec {programs[BUSYWAIT]} "$@"\n')
+    slow.chmod(0o755)
+    params = Params(runs=1, duration_s=1, region_mb=8, vcpus=host_vcpus(), seed=5)
+    result = run_workload(
+        FakeRemote(guest_shell()),
+        params,
+        binaries={**programs, BUSYWAIT: slow},
+        guest_dir=str(tmp_path / "guest"),
+    )
+    (run,) = result.runs
+    assert not run.hang and run.record is not None
+    # 1 s of 2 ms spins and 1 ms sleeps is some 300 periods; before the wait it was 0
+    assert len(run.busy_periods) == 2 and all(p and p >= 20 for p in run.busy_periods), run
     assert leftovers(tmp_path) == []
 
 

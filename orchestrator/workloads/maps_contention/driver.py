@@ -263,6 +263,17 @@ done
 @scanners@
 sleep @settle_s@
 @busy@
+# Open the gate once the busy waiters run their own program: a loaded host can hold a new
+# process between fork and exec for seconds, and the timed window would start without them.
+k=0
+for p in @busy_pids@; do
+	while [ "$k" -lt @ready_polls@ ]; do
+		case "$(readlink "/proc/$p/exe" 2>/dev/null)" in */@busywait@) break ;; esac
+		case "$(cut -d ' ' -f 3 "/proc/$p/stat" 2>/dev/null)" in ''|Z) break ;; esac
+		sleep @ready_poll_s@
+		k=$((k + 1))
+	done
+done
 rm -f "$d/gate"
 
 watchdog @hang_after_s@ "$d/hang" "$m" @helper_pids@
@@ -324,6 +335,8 @@ def run_script(
         "hang_after_s": _num(params.duration_s + timing.hang_grace_s),
         "helper_grace_s": _num(timing.helper_grace_s),
         "helper_pids": " ".join(f'"${var}"' for _, var, _ in helpers),
+        "busy_pids": " ".join(f'"${var}"' for _, var, _ in busy),
+        "busywait": BUSYWAIT,
         "helper_waits": "\n".join(f'wait "${var}"; rc_{var}=$?' for _, var, _ in helpers),
         "status_lists": " ".join(
             [
