@@ -71,6 +71,15 @@ def pinned_host_keys(host: str, port: int, host_public_key: str) -> paramiko.Hos
     return keys
 
 
+def _auth_unanswered(exc: paramiko.AuthenticationException) -> bool:
+    """Whether paramiko's authentication error means no answer, not a rejection: the
+    server did not answer within the attempt ("Authentication timeout.", a guest on a loaded
+    host checks a key slowly) or closed the connection first ("transport shut down or saw
+    EOF"). Either is worth another attempt until the deadline."""
+    text = str(exc)
+    return text.startswith("Authentication timeout") or "transport shut down or saw EOF" in text
+
+
 class Remote:
     """An SSH session with one guest, reached through QEMU's forwarded port.
 
@@ -175,6 +184,11 @@ class Remote:
                 ) from exc
             except paramiko.AuthenticationException as exc:
                 conn.close()
+                if _auth_unanswered(exc):
+                    last, refused = exc, False
+                    time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+                    delay = min(delay * 1.5, BACKOFF_MAX_S)
+                    continue
                 raise self._error(
                     SSHAuthError,
                     f"the guest's SSH server rejected the image's key {self.key_filename} "
