@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -62,8 +62,12 @@ class SeriesSpec:
     files: tuple[Path, ...] = ()
     path: Path | None = None  # dir, mbox, git repository, or b4 local mbox
     spec: str | None = None  # git range or b4 message-id
+    first: int | None = None  # only the first this many patches (korch bisect's prefixes)
 
     def describe(self) -> str:
+        if self.first is not None:
+            whole = replace(self, first=None).describe()
+            return f"the first {self.first} patch(es) of {whole}"
         if self.kind == "files":
             return ", ".join(p.name for p in self.files) or "no patches"
         if self.kind == "git":

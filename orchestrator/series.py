@@ -340,6 +340,8 @@ def prepare(store: GitStore, source: Source, spec: SeriesSpec) -> PatchedTree:
     scratch = Path(tempfile.mkdtemp(prefix="korch-series-"))
     try:
         patches = read_series(spec, scratch)
+        if spec.first is not None:
+            patches = patches[: spec.first]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return apply_series(store, source, patches, spec.describe())

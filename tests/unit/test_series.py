@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,30 @@ def test_mbox_and_git_range(tmp_path: Path, source) -> None:
     ranged = prepare(cache.store, src, SeriesSpec("git", path=repo, spec="base..HEAD"))
     assert [p.subject for p in ranged.patches] == ["fs: five", "fs: twenty-five"]
     assert ranged.tree_id == patched.tree_id
+
+
+def test_a_prefix_is_the_first_patches_of_any_series_form(tmp_path: Path, source) -> None:
+    """korch bisect's prefixes: ``first: k`` keeps the first k patches of an mbox, a
+    directory or a git range, each the same commits as the whole series' first k."""
+    cache, src = source
+    step1 = BASE.replace("line 5\n", "line five\n")
+    step2 = step1.replace("line 25\n", "line twenty-five\n")
+    texts = [mail_patch("fs: five", BASE, step1), mail_patch("fs: twenty-five", step1, step2)]
+    mbox = tmp_path / "s.mbox"
+    mbox.write_text("\n".join(texts))
+    d = tmp_path / "dir"
+    d.mkdir()
+    for i, t in enumerate(texts, 1):
+        (d / f"000{i}.patch").write_text(t)
+    for spec in (SeriesSpec("mbox", path=mbox), SeriesSpec("dir", path=d)):
+        whole = prepare(cache.store, src, spec)
+        one = prepare(cache.store, src, replace(spec, first=1))
+        none = prepare(cache.store, src, replace(spec, first=0))
+        assert [p.subject for p in one.patches] == ["fs: five"]
+        assert one.commit == whole.patches[0].commit
+        assert none.commit == src.commit and none.patches == ()
+        assert whole.patches[1].commit == prepare(cache.store, src, replace(spec, first=2)).commit
+        assert replace(spec, first=1).describe().startswith("the first 1 patch(es) of ")
 
 
 def test_b4_with_a_local_mbox(tmp_path: Path, source) -> None:
