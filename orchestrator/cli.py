@@ -384,6 +384,51 @@ def cmd_matrix(args: argparse.Namespace, console: Console) -> int:
     return errors.EXIT_OK
 
 
+# ---------------------------------------------------------------- bisect
+
+
+def _bisect_args(p: argparse.ArgumentParser) -> None:
+    _experiment_arg(p)
+    p.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="the variant whose series to search (default: the one candidate with patches);"
+        " patches it shares with the baseline stay applied",
+    )
+    p.add_argument(
+        "--max-blocks",
+        type=int,
+        metavar="N",
+        help="the most blocks a round may take (default: the experiment's blocks)",
+    )
+    p.add_argument("--runs", type=int, metavar="N", help="runs per boot (overrides workload.runs)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="length of one run (overrides workload.duration_s)",
+    )
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="override vm.accel")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="bisect directory (default: runs/<experiment>-bisect-<variant>-<timestamp>);"
+        " the same command with the same --out resumes",
+    )
+
+
+@command(
+    "bisect",
+    "find the patch of a series that moved the headline metric: build every prefix, boot"
+    " them in blocked rounds, narrow down",
+    _bisect_args,
+)
+def cmd_bisect(args: argparse.Namespace, console: Console) -> int:
+    from . import bisect
+
+    return bisect.main(args, console)
+
+
 # ---------------------------------------------------------------- boot
 
 
