@@ -4,8 +4,9 @@
 **Simulated** (:mod:`orchestrator.stats.simulate_bisect`, judged by the search korch runs):
 series with known truth, each patch multiplying the headline by a known ratio, every patch
 changing the kernel image (the hardest case: the search cannot exclude any prefix). For
-each series, at the simulator's median noise (a boot's log sd 0.2) and at a loaded host's
-(0.4), with normal and heavy-tailed (Student t, 3 degrees of freedom) noise:
+each series, at the simulator's median noise (a boot's log sd 0.2), a loaded host's (0.4)
+and that of 3 s runs under TCG (0.6, measured on bisect's own rounds), with normal noise,
+and at 0.2 with heavy tails (Student t, 3 degrees of freedom):
 
 * *series called changed*: how often the gate (prefix 0 against N, the A/B question
   ``korch run --until-decisive`` asks) rejects "no change": what korch could say before
@@ -59,7 +60,7 @@ SERIES: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("patches 2, 4 of 4 x0.7 each", (1.0, 0.7, 1.0, 0.7)),
     ("8 patches x0.95 each", (0.95,) * 8),
 )
-NOISE = ((0.2, None), (0.4, None), (0.2, 3.0))
+NOISE = ((0.2, None), (0.4, None), (0.6, None), (0.2, 3.0))
 
 
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
