@@ -23,7 +23,8 @@ Linux 7.2: one ``korch run`` of the move experiment (the A/B comparison of the s
 kernels, baseline and whole series, the experiment's blocks), then ``korch bisect`` of the
 move series and of the comment-only series, ``--repeats`` times each in fresh directories
 (builds cached after the first). Prints each answer, its wall time, and the ratio to the
-A/B run's.
+A/B run's. ``--null-max-blocks N`` caps the comment-only series' rounds (a series that moves
+nothing runs to the cap).
 
 Run with the virtualenv's python: ``.venv/bin/python ci/bench/attribution.py [--repeats N] [--real]``.
 """
@@ -114,23 +115,25 @@ def korch(args: list[str], log: Path) -> tuple[int, float]:
     return rc, time.monotonic() - t0
 
 
-def real(repeats: int, extra: list[str]) -> None:
+def real(repeats: int, extra: list[str], null_max_blocks: int | None) -> None:
     work = Path(tempfile.mkdtemp(prefix="korch-bench-bisect-"))
     print(f"real: work directory {work} (korch options: {' '.join(extra) or 'the experiments'})")
     move, comments = DATA / "move.yaml", DATA / "comments.yaml"
     rc, ab = korch(["run", str(move), "--out", str(work / "ab"), *extra], work / "ab.log")
     comp = json.loads((work / "ab" / "comparison.json").read_text()) if rc in (0, 1, 3) else {}
-    head = (comp.get("candidates") or [{}])[0].get("headline") or {}
+    cand = (comp.get("candidates") or [{}])[0]
+    head = next((m for m in cand.get("metrics", []) if m.get("metric") == comp.get("headline")), {})
     print(
         f"A/B korch run (mmap-lock against the whole series): exit {rc}, {ab:.0f} s,"
-        f" {head.get('verdict', '?')} {head.get('change_pct', '?')}"
+        f" {cand.get('verdict', '?')}, {comp.get('headline')} {head.get('change_pct', math.nan):+.1f}%"
+        f" after {head.get('blocks', '?')} blocks"
     )
-    for name, exp in (("move", move), ("comments", comments)):
+    null_opts = ["--max-blocks", str(null_max_blocks)] if null_max_blocks else []
+    for name, exp, opts in (("move", move, []), ("comments", comments, null_opts)):
         for i in range(1, repeats + 1):
             out = work / f"{name}-{i}"
             rc, took = korch(
-                ["bisect", str(exp), "--out", str(out), *[a for a in extra if a != "--aa"]],
-                work / f"{name}-{i}.log",
+                ["bisect", str(exp), "--out", str(out), *extra, *opts], work / f"{name}-{i}.log"
             )
             state = (
                 json.loads((out / "bisect.json").read_text())
@@ -162,6 +165,12 @@ def main() -> int:
         "--real", action="store_true", help="run the real bisects too (an hour or more)"
     )
     parser.add_argument("--only-real", action="store_true", help="skip the simulation")
+    parser.add_argument(
+        "--null-max-blocks",
+        type=int,
+        help="real: the comment-only series' most blocks (default: the experiment's); a"
+        " series that moves nothing runs every round to it",
+    )
     parser.add_argument("korch_options", nargs="*",
                         help="after --: options for the real korch run and bisects, e.g. --accel tcg")  # fmt: skip
     args = parser.parse_args()
@@ -169,7 +178,7 @@ def main() -> int:
     if not args.only_real:
         simulated(args.repeats or 1000, args.seed, args.max_blocks)
     if args.real or args.only_real:
-        real(args.repeats or 3, args.korch_options)
+        real(args.repeats or 3, args.korch_options, args.null_max_blocks)
     print(f"took {time.perf_counter() - t0:.0f} s")
     return 0
 
