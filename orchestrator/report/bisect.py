@@ -268,7 +268,8 @@ def step_chart(state: dict[str, Any]) -> str | None:
         lines,
         title=f"{m.key} over prefixes (0 = baseline, {end - 1} = the whole series)",
         x=svg.Axis("prefix (patches applied)", lo=0.0, hi=float(end)),
-        y=svg.Axis(f"{m.key} ({m.unit})", log=log_y),
+        # headroom above the curves for the legend
+        y=svg.Axis(f"{m.key} ({m.unit})", log=log_y, hi=max(highs) * (4.0 if log_y else 1.5)),
         chart_id="bisect-steps",
         note="a step starts at its prefix; prefixes of the same image as the one before"
         " run the same code and are drawn at its value",
