@@ -46,10 +46,12 @@ from .metrics import METRIC_BY_KEY
 from .results import ResultsFile
 from .stats import DEFAULT_HEADLINE, extract
 from .stats import attribution as attr
+from .stats import inference as inf
 from .stats.boots import boot_values
 
 FILE = "bisect.json"
 SCHEMA = 1
+ALPHA = 0.05  # as korch run's verdicts: the gate's, and the localisation's own
 
 
 @dataclass(frozen=True)
@@ -457,6 +459,15 @@ def main(args: Any, console: Any) -> int:
         max_blocks=args.max_blocks,
     )
     assert plan.max_blocks is not None
+    need = inf.blocks_to_reach(inf.sequential_level(ALPHA, plan.max_blocks))
+    if need > plan.max_blocks:
+        raise UserError(
+            f"--max-blocks {plan.max_blocks}: a round of at most {plan.max_blocks} blocks can"
+            f" never decide whether the series moved {headline} (the test needs {need} blocks"
+            " that agree)",
+            hint=f"give --max-blocks {max(need + 2, 12)} or more (the default is the"
+            f" experiment's {w.blocks})",
+        )
     settings = Settings(
         experiment_file=str(exp.path),
         variant=name,
@@ -465,7 +476,7 @@ def main(args: Any, console: Any) -> int:
         runs=plan.runs,
         duration_s=plan.duration_s,
         accel=plan.accel,
-        alpha=0.05,
+        alpha=ALPHA,
         smallest_effect_pct=float(w.smallest_effect_pct),
     )
     out = (
