@@ -441,6 +441,11 @@ def main(args: Any, console: Any) -> int:
     if name is None:
         cands = [v.name for v in exp.variants if v.name != exp.baseline]
         with_patches = [c for c in cands if exp.variant(c).series != config.SeriesSpec("files")]
+        if not with_patches:
+            raise UserError(
+                f"{exp.path}: no variant has a series of patches to search",
+                hint="bisect needs a variant with 'patches' or 'series' (docs/bisect.md)",
+            )
         if len(with_patches) != 1:
             raise UserError(
                 f"{exp.path}: say which variant's series to search",
@@ -479,6 +484,7 @@ def main(args: Any, console: Any) -> int:
         alpha=ALPHA,
         smallest_effect_pct=float(w.smallest_effect_pct),
     )
+    series_range(exp, name)  # the range's errors before anything is written
     out = (
         Path(args.out)
         if args.out

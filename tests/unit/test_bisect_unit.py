@@ -172,3 +172,12 @@ def test_a_state_file_that_is_not_a_bisect_is_named(tmp_path: Path) -> None:
     d.state.write_text(json.dumps({"x": 1}))
     with pytest.raises(UserError, match="not a korch bisect"):
         d.load()
+
+
+def test_a_refused_bisect_writes_nothing(tmp_path: Path) -> None:
+    from orchestrator import cli
+
+    out = tmp_path / "b"
+    assert cli.main(["bisect", "--variant", "per-vma", "--out", str(out)]) == 64
+    assert cli.main(["bisect", "--out", str(out)]) == 64
+    assert not out.exists()
