@@ -184,18 +184,15 @@ class Remote:
                 ) from exc
             except paramiko.AuthenticationException as exc:
                 conn.close()
-                if _auth_unanswered(exc):
-                    last, refused = exc, False
-                    time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
-                    delay = min(delay * 1.5, BACKOFF_MAX_S)
-                    continue
-                raise self._error(
-                    SSHAuthError,
-                    f"the guest's SSH server rejected the image's key {self.key_filename} "
-                    f"for user {self.user}: {exc}",
-                    hint="rebuild the image (delete its cache directory); check the recipe's "
-                    "authorized_keys path and its modes",
-                ) from exc
+                if not _auth_unanswered(exc):
+                    raise self._error(
+                        SSHAuthError,
+                        f"the guest's SSH server rejected the image's key {self.key_filename} "
+                        f"for user {self.user}: {exc}",
+                        hint="rebuild the image (delete its cache directory); check the"
+                        " recipe's authorized_keys path and its modes",
+                    ) from exc
+                last, refused = exc, False
             except paramiko.SSHException as exc:
                 conn.close()
                 if "known_hosts" in str(exc):
