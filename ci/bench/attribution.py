@@ -48,6 +48,9 @@ from orchestrator.stats import attribution as attr
 from orchestrator.stats import simulate_bisect as sb
 from orchestrator.stats.simulate import Scenario
 
+sys.path.insert(0, str(Path(__file__).parent))
+from verdicts import cell  # a rate with its Wilson interval, as the verdicts bench prints
+
 ROOT = Path(__file__).resolve().parents[2]
 
 DATA = ROOT / "tests" / "integration" / "data" / "bisect"
@@ -62,20 +65,6 @@ SERIES: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("8 patches x0.95 each", (0.95,) * 8),
 )
 NOISE = ((0.2, None), (0.4, None), (0.6, None), (0.2, 3.0))
-
-
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def cell(hits: int, n: int) -> str:
-    low, high = wilson(hits, n)
-    return f"{100 * hits / n:5.1f}% [{100 * low:4.1f},{100 * high:5.1f}]"
 
 
 def simulated(repeats: int, seed: int, max_blocks: int) -> None:
