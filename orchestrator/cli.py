@@ -157,9 +157,20 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
 # ---------------------------------------------------------------- run
 
 
+def _boot_overrides(p: argparse.ArgumentParser) -> None:
+    """What a boot does, over the experiment's settings: korch run, plan and bisect."""
+    p.add_argument("--runs", type=int, metavar="N", help="runs per boot (overrides workload.runs)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="length of one run (overrides workload.duration_s)",
+    )
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="override vm.accel")
+
+
 def _plan_options(p: argparse.ArgumentParser) -> None:
     _experiment_arg(p)
-    p.add_argument("--runs", type=int, metavar="N", help="runs per boot (overrides workload.runs)")
     p.add_argument(
         "--blocks",
         type=int,
@@ -170,18 +181,12 @@ def _plan_options(p: argparse.ArgumentParser) -> None:
     # the old name of --blocks (boots per variant), for older scripts and workflows
     p.add_argument("--boots", type=int, dest="blocks", help=argparse.SUPPRESS)
     p.add_argument(
-        "--duration",
-        type=float,
-        metavar="SECONDS",
-        help="length of one run (overrides workload.duration_s)",
-    )
-    p.add_argument(
         "--variant",
         action="append",
         metavar="NAME",
         help="run only these variants (repeatable; keep the baseline)",
     )
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="override vm.accel")
+    _boot_overrides(p)
     p.add_argument(
         "--out", metavar="RUNDIR", help="run directory (default: runs/<experiment>-<timestamp>)"
     )
@@ -401,14 +406,7 @@ def _bisect_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the most blocks a round may take (default: the experiment's blocks)",
     )
-    p.add_argument("--runs", type=int, metavar="N", help="runs per boot (overrides workload.runs)")
-    p.add_argument(
-        "--duration",
-        type=float,
-        metavar="SECONDS",
-        help="length of one run (overrides workload.duration_s)",
-    )
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), help="override vm.accel")
+    _boot_overrides(p)
     p.add_argument(
         "--out",
         metavar="DIR",
