@@ -24,14 +24,13 @@ nothing that was measured is measured again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -195,6 +194,7 @@ class Bisect:
         self,
         exp: Experiment,
         settings: Settings,
+        span: tuple[Variant, int, int],
         out: Path,
         progress: build.Progress,
         reproduce: str,
@@ -211,7 +211,7 @@ class Bisect:
         self.levels = attr.Levels(
             settings.alpha, settings.max_blocks, settings.smallest_effect_pct / 100
         )
-        self.variant, self.common, self.n = series_range(exp, settings.variant)
+        self.variant, self.common, self.n = span  # from series_range
         self.pexp = prefix_experiment(exp, self.variant, self.common, self.n)
         self.state: dict[str, Any] = {}
 
@@ -420,12 +420,6 @@ def exit_code(state: dict[str, Any], better: str) -> int:
     return EXIT_REGRESSION if worse else EXIT_OK
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    with run.RunDir(root).lock():
-        yield
-
-
 def main(args: Any, console: Any) -> int:
     """``korch bisect``: build every prefix, search, report; returns the exit code."""
     from .report import bisect as bisect_report
@@ -484,7 +478,7 @@ def main(args: Any, console: Any) -> int:
         alpha=ALPHA,
         smallest_effect_pct=float(w.smallest_effect_pct),
     )
-    series_range(exp, name)  # the range's errors before anything is written
+    span = series_range(exp, name)  # its errors come before anything is written
     out = (
         Path(args.out)
         if args.out
@@ -495,8 +489,8 @@ def main(args: Any, console: Any) -> int:
     console.print(f"bisect directory: {out}")
     again = shlex.join(["korch", *full])
     try:
-        with progress_for(console) as progress, _locked(out):
-            b = Bisect(exp, settings, out, progress, reproduce, console)
+        with progress_for(console) as progress, run.RunDir(out).lock():
+            b = Bisect(exp, settings, span, out, progress, reproduce, console)
             b.execute()
     except (KorchError, KeyboardInterrupt, OSError) as exc:
         if not isinstance(exc, UserError) and any(out.glob("rounds/*/results/*.json")):

@@ -11,6 +11,7 @@ at that prefix's value, marked "same image": it runs the same code.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
@@ -24,7 +25,7 @@ from scipy.stats import binom
 from ..fsutil import atomic_write
 from ..metrics import METRIC_BY_KEY
 from ..stats import attribution as attr
-from . import svg
+from . import fmt, svg
 from .markdown import _cell, _code
 
 
@@ -41,24 +42,10 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float
     return x[j - 1], x[n - j]
 
 
-def _median(values: Sequence[float]) -> float | None:
-    x = sorted(values)
-    if not x:
-        return None
-    mid = len(x) // 2
-    return x[mid] if len(x) % 2 else (x[mid - 1] + x[mid]) / 2
-
-
-def _pct(ratio: float | None) -> str:
-    if ratio is None or not math.isfinite(ratio):
-        return "?"
-    return f"{100 * (ratio - 1):+.1f}%"
-
-
 def step_text(step: dict[str, Any]) -> str:
     """``prefix a → b: change [low, high], p, blocks`` of one judged comparison."""
     return (
-        f"{_pct(step['ratio'])} [{_pct(step['low'])}, {_pct(step['high'])}]"
+        f"{fmt.change(step['ratio'])} {fmt.interval(step['low'], step['high'])}"
         f" (prefix {step['from']} → {step['to']}, {step['blocks']} blocks,"
         f" p = {step['p']:.3g} at level {step['level']:.3g})"
     )
@@ -84,7 +71,7 @@ def prefix_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
                 "subject": p["subject"] if p else "(baseline)",
                 "same_image_as": None if (k == 0 or k in effective) else rep,
                 "boots": len(values.get(str(k), [])) if k == rep else 0,
-                "median": _median(vals),
+                "median": statistics.median(vals) if vals else None,
                 "interval": median_interval(vals),
             }
         )
@@ -127,8 +114,8 @@ def answer_lines(state: dict[str, Any]) -> list[str]:
                     " patches may move it too"
                 )
                 lines.append(
-                    f"The rest of prefixes {rest['from']}..{rest['to']}: {_pct(rest['ratio'])}"
-                    f" [{_pct(rest['low'])}, {_pct(rest['high'])}]{share}."
+                    f"The rest of prefixes {rest['from']}..{rest['to']}: {fmt.change(rest['ratio'])}"
+                    f" {fmt.interval(rest['low'], rest['high'])}{share}."
                 )
         if kind == attr.SEVERAL:
             lines.append("More than one patch moved it; each is listed with its own step.")
