@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import __version__, kconfig, process, series
+from . import __version__, checks, kconfig, process, series
 from .config import Experiment, SourceSpec, Variant
 from .errors import BuildError, CommandError, KconfigError, UserError
 from .fsutil import (
@@ -40,6 +40,7 @@ from .fsutil import (
 from .source import Source, SourceCache
 
 RECIPE_VERSION = 2  # bump when the way korch builds changes what comes out
+CHECKS_RECIPE = 1  # the same for the checks' programs (orchestrator/checks.py)
 _COMPILED = re.compile(r"^\s+(CC|AS)(\s+\[M\])?\s+(\S+\.o)\s*$")
 _ERROR = re.compile(
     r"(: (fatal )?error: |: undefined reference to |\*\*\* \[|^make(\[\d+\])?: \*\*\*|Error \d+)"
@@ -75,6 +76,8 @@ class Build:
     cached: bool  # True when this call built nothing
     objects_compiled: int
     metadata: dict[str, Any] = field(repr=False)
+    # the experiment's correctness checks built from this variant's tree: test -> binary
+    checks: dict[str, Path] = field(default_factory=dict)
 
     @property
     def bzimage(self) -> Path:
@@ -170,7 +173,9 @@ class Builder:
         self.progress = progress or NullProgress()
         self.use_ccache = use_ccache and shutil.which("ccache") is not None
         self.sources = SourceCache(cache, log=self.progress.note)
-        sweep_stale(cache / "builds", cache / "configs")  # what a killed korch left
+        sweep_stale(
+            cache / "builds", cache / "configs", cache / "checks"
+        )  # what a killed korch left
         self.env = build_env(cache)
         self.vars = make_vars(exp.arch, self.use_ccache)
         self._tools: dict[str, str] | None = None
@@ -325,7 +330,75 @@ class Builder:
         results: dict[str, Build] = {}
         for v in variants:
             results[v.name] = self.build_one(v, patched[v.name], configs[v.name])
+        for v in variants:
+            if self.exp.checks:
+                results[v.name].checks.update(self.build_checks(v, patched[v.name]))
         return results
+
+    def build_checks(self, variant: Variant, patched: series.PatchedTree) -> dict[str, Path]:
+        """The experiment's checks built from ``variant``'s patched tree (its own selftests,
+        which the series may change too), cached by tree, test and compiler."""
+        out: dict[str, Path] = {}
+        todo = []
+        for spec in self.exp.checks:
+            key = stable_hash(
+                {"tree": patched.tree_id, "test": spec.test, "tools": self.tools,
+                 "v": CHECKS_RECIPE}
+            )  # fmt: skip
+            final = self.cache / "checks" / key
+            if (final / spec.program).is_file():
+                out[spec.test] = final / spec.program
+            else:
+                todo.append((spec, final))
+        if not todo:
+            return out
+        where = f"variant {variant.name} ({self.exp.source_of(variant.name).describe()})"
+        wt = patched.source.worktree
+        self.progress.stage(variant.name, "checks")
+        with locked(wt.lock_file):
+            self.sources.store.switch(wt, patched.commit)
+            work = temp_dir_beside(self.cache / "checks" / "headers")
+            try:
+                log = self.cache / "logs" / f"{self.exp.name}-{variant.name}-checks.log"
+                for spec, _ in todo:  # a missing program is an error before any make
+                    checks.program_source(wt.path, spec, where)
+                try:
+                    process.run(
+                        checks.headers_argv(wt.path, work / "obj", self.exp.arch),
+                        log=log,
+                        env=self.env,
+                        what=f"exporting the headers of {where}",
+                    )
+                except CommandError as exc:
+                    raise BuildError(
+                        f"exporting the kernel headers of {where} for its checks failed",
+                        argv=exc.argv,
+                        returncode=exc.returncode,
+                        tail=compiler_errors(log.read_text(errors="replace")),
+                        log=str(log),
+                    ) from None
+                for spec, final in todo:
+                    tmp = temp_dir_beside(final)
+                    try:
+                        checks.build_program(
+                            wt.path, spec, work / "obj" / "usr" / "include", tmp, log,
+                            where, env=self.env,
+                        )  # fmt: skip
+                        write_json(
+                            tmp / "metadata.json",
+                            {"test": spec.test, "patched_tree_id": patched.tree_id,
+                             "toolchain": self.tools, "variant": variant.name},
+                        )  # fmt: skip
+                        for junk in tmp.glob("*.o"):
+                            junk.unlink()
+                        publish_dir(tmp, final)
+                    finally:
+                        if tmp.exists():
+                            shutil.rmtree(tmp, ignore_errors=True)
+                    out[spec.test] = final / spec.program
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        return out
 
     def check_configs_agree(self, variants: list[Variant], configs: dict[str, str]) -> None:
         """Variants of one source tree without their own fragments must end with identical
@@ -563,7 +636,12 @@ def load_exported(directory: Path) -> Build:
             " or belongs to another build",
             hint="download the build artifact again",
         )
-    return Build(meta["variant"], meta["key"], directory, True, 0, meta)
+    programs = {
+        p.relative_to(directory / "checks").as_posix(): p
+        for p in sorted((directory / "checks").rglob("*"))
+        if p.is_file()
+    }
+    return Build(meta["variant"], meta["key"], directory, True, 0, meta, programs)
 
 
 def export(
@@ -577,3 +655,7 @@ def export(
                 atomic_copy(b.dir / f, dest / f)
                 if on_copy:
                     on_copy(dest / f)
+        for test, program in b.checks.items():  # the checks built from this variant's tree
+            atomic_copy(program, dest / "checks" / test)
+            if on_copy:
+                on_copy(dest / "checks" / test)

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .checks import TEST_NAME, CheckSpec
 from .errors import ConfigError
 
 SCHEMA_VERSION = 1
@@ -126,6 +127,8 @@ class Experiment:
     # settings to vary, each combination a cell compared on its own: ((key, values), ...)
     # with keys from MATRIX_KEYS, e.g. (("vm.cpus", (2, 4)), ("workload.procfile", ("maps", "smaps")))
     matrix: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    # correctness checks run in every boot after the timed runs (orchestrator/checks.py)
+    checks: tuple[CheckSpec, ...] = ()
 
     def source_of(self, variant: str) -> SourceSpec:
         """The kernel source a variant builds from: its own, else ``kernel.source``."""
@@ -643,7 +646,7 @@ def loads(text: str, path: Path) -> Experiment:
         "",
         {
             "schema": True, "name": True, "kernel": True, "variants": True, "baseline": False,
-            "vm": False, "workload": False, "matrix": False,
+            "vm": False, "workload": False, "matrix": False, "checks": False,
         },
     )  # fmt: skip
     if top is None:
@@ -756,6 +759,7 @@ def loads(text: str, path: Path) -> Experiment:
     workload = _section_workload(c, top.get("workload"))
     _region_fits(c, top, vm, workload)
     matrix = _section_matrix(c, top.get("matrix"), len(variants))
+    checks = _section_checks(c, top["checks"]) if "checks" in top else ()
     if c.problems or source is None or name is None:
         raise ConfigError(c.problems or [f"{path}: incomplete experiment"])
     return Experiment(
@@ -771,7 +775,74 @@ def loads(text: str, path: Path) -> Experiment:
         make_target=make_target,
         arch=arch,
         matrix=matrix,
+        checks=checks,
     )
+
+
+def _check_name(value: Any) -> str | None:
+    if not TEST_NAME.match(value) or ".." in value.split("/"):
+        return "expected <dir>/<program> of tools/testing/selftests, e.g. proc/proc-maps-race"
+    return None
+
+
+def _section_checks(c: _Checker, node: yaml.Node) -> tuple[CheckSpec, ...]:
+    """``checks:``: selftest programs, each a string or ``{test, args, env, timeout_s}``."""
+    if not isinstance(node, yaml.SequenceNode):
+        c.problem(node, "checks", f"expected a list of checks, got {c.kind_of(node)}")
+        return ()
+    out: list[CheckSpec] = []
+    seen: set[str] = set()
+
+    def add(spec: CheckSpec, item: yaml.Node, kp: str) -> None:
+        if spec.test in seen:
+            c.problem(item, kp, f"{spec.test} is listed twice")
+        seen.add(spec.test)
+        out.append(spec)
+
+    for i, item in enumerate(node.value):
+        kp = f"checks[{i}]"
+        if isinstance(item, yaml.ScalarNode):
+            test = c.string(item, kp, _check_name)
+            if test is not None:
+                add(CheckSpec(test), item, kp)
+            continue
+        m = c.mapping(item, kp, {"test": True, "args": False, "env": False, "timeout_s": False})
+        if m is None or "test" not in m:
+            continue
+        test = c.string(m["test"], f"{kp}.test", _check_name)
+        args = (
+            tuple(a for a, _ in c.string_list(m["args"], f"{kp}.args") or ()) if "args" in m else ()
+        )
+        env: list[tuple[str, str]] = []
+        if "env" in m:
+            if not isinstance(m["env"], yaml.MappingNode):
+                c.problem(m["env"], f"{kp}.env", f"expected a mapping, got {c.kind_of(m['env'])}")
+            else:
+                for knode, vnode in m["env"].value:
+                    key = getattr(knode, "value", None)
+                    if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                        c.problem(knode, f"{kp}.env", f"not a variable name: {key!r}")
+                        continue
+                    value = c.scalar(
+                        vnode, f"{kp}.env.{key}", (str, int, float), "a string or a number"
+                    )
+                    if value is not None:
+                        env.append((key, str(value)))
+        timeout = 300.0
+        if "timeout_s" in m:
+            timeout = (
+                c.scalar(
+                    m["timeout_s"],
+                    f"{kp}.timeout_s",
+                    (int, float),
+                    "a number of seconds",
+                    _between(0, 86400, " s"),
+                )
+                or timeout
+            )
+        if test is not None:
+            add(CheckSpec(test, args, tuple(env), float(timeout)), item, kp)
+    return tuple(out)
 
 
 def default_experiment_path() -> Path:

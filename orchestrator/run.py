@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, build, config, hostwatch, image, kconfig, process, vm
+from . import __version__, build, checks, config, hostwatch, image, kconfig, process, vm
 from .config import Experiment
 from .errors import BootTimeout, GuestError, Interrupted, KorchError, UserError
 from .fsutil import (
@@ -588,6 +588,7 @@ class Runner:
                 "korch_version": __version__,
                 "reproduce": self.reproduce,
                 "workload": self.plan.workload(),
+                "checks": [spec.to_json() for spec in self.exp.checks],
                 "design": self.plan.design(),
                 **self.run_identity(),
             }
@@ -875,6 +876,7 @@ class Runner:
                 self.timings["workload"] = (
                     self.timings.get("workload", 0.0) + time.monotonic() - t_workload
                 )
+                self.run_checks(res, kernel, guest, entry, workdir, where)
         except BaseException as exc:
             entry["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             entry["ended_at"] = now()
@@ -882,6 +884,36 @@ class Runner:
             raise
         entry["ended_at"] = now()
         res.save(self.dirs.results(res.variant))
+
+    def run_checks(
+        self,
+        res: ResultsFile,
+        kernel: build.Build,
+        guest: vm.Guest,
+        entry: dict[str, Any],
+        workdir: Path,
+        where: str,
+    ) -> None:
+        """The experiment's correctness checks, after the timed runs of this boot (so they
+        cannot disturb the timings); their results go into the boot's entry."""
+        if not self.exp.checks or not kernel.checks:
+            return
+        self.progress.stage(res.variant, f"{where}: checks")
+
+        def on_check(test: str, result: checks.CheckResult) -> None:
+            entry.setdefault("checks", {})[test] = result.to_json()
+            res.save(self.dirs.results(res.variant))
+            self.progress.stage(res.variant, f"{where}: {test} {result.status}")
+
+        t_checks = time.monotonic()
+        checks.run_checks(
+            RemoteAdapter(guest),
+            self.exp.checks,
+            kernel.checks,
+            save_dir=workdir / "checks",
+            on_check=on_check,
+        )
+        self.timings["checks"] = self.timings.get("checks", 0.0) + time.monotonic() - t_checks
 
 
 def host_trouble(exc: BaseException) -> str | None:

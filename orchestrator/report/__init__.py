@@ -198,7 +198,8 @@ def write_reports(
 def exit_code(comparison: Comparison, fail_on: str = "regression") -> int:
     """The CLI's exit code for a comparison.
 
-    ``regression``: 1 when a candidate's headline metric regressed; else 3 when a candidate
+    ``regression``: 1 when a correctness check passes on the baseline and fails on a
+    candidate, or a candidate's headline metric regressed; else 3 when a candidate
     is inconclusive (too few runs, or not comparable without --force); else 0.
     ``any``: 1 when any metric of any candidate regressed; else as ``regression``.
     ``never``: always 0 (report only).
@@ -207,6 +208,8 @@ def exit_code(comparison: Comparison, fail_on: str = "regression") -> int:
         raise UserError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON)}")
     if fail_on == "never":
         return EXIT_OK
+    if comparison.checks_regressed:  # faster but wrong is not an improvement
+        return EXIT_REGRESSION
     if any(c.verdict == Verdict.REGRESSED for c in comparison.candidates):
         return EXIT_REGRESSION
     if fail_on == "any" and any(

@@ -191,3 +191,44 @@ def design_lines(comparison: Comparison) -> list[str]:
                 f" pools them): " + "; ".join(parts) + "."
             )
     return out
+
+
+# ---------------------------------------------------------------- correctness checks
+
+
+def check_rows(comparison: Comparison) -> list[tuple[str, str, str, str, str]]:
+    """One row per check and candidate: check, candidate, baseline's results, candidate's
+    results, verdict (with its reason)."""
+    rows = []
+    for g in comparison.checks:
+        for c in g.candidates:
+            verdict = c.verdict.upper() if c.verdict == "regressed" else c.verdict
+            rows.append(
+                (
+                    g.test,
+                    label(comparison, c.candidate),
+                    g.baseline.describe(),
+                    c.tally.describe(),
+                    verdict + (f": {c.reason}" if c.reason else ""),
+                )
+            )
+    return rows
+
+
+def check_alerts(comparison: Comparison) -> list[str]:
+    """A sentence per check that passes on the baseline and fails on a candidate."""
+    return [
+        f"Correctness regression in {label(comparison, c.candidate)}: {g.test} {c.reason}."
+        " A change that breaks a correctness check is a regression whatever its performance"
+        " (exit 1)."
+        for g in comparison.checks
+        for c in g.candidates
+        if c.verdict == "regressed"
+    ]
+
+
+CHECKS_NOTE = (
+    "Correctness checks run in every boot after the timed runs. A check that passes on the"
+    " baseline (no failing boot) and fails on any candidate boot is a regression: a test that sees a torn"
+    " read reports a fact, not a noisy sample."
+)

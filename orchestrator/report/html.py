@@ -296,6 +296,9 @@ def render(
         "differences": differences,
         "verdicts": verdicts,
         "warnings": list(comparison.warnings),
+        "check_alerts": fmt.check_alerts(comparison),
+        "checks": fmt.check_rows(comparison),
+        "checks_note": fmt.CHECKS_NOTE,
         "tables": _tables(comparison),
         "has_noise": comparison.noise_floor is not None,
         # the SVG is built by our own code from numbers and escaped labels

@@ -12,6 +12,10 @@ Schema 2 (numbers are ``null`` where undefined, e.g. an unbounded interval's end
      "sequential": null | {"max_blocks": int, "level": float},
      "options": {"alpha", "seed", "force"},
      "warnings": [str],
+     "checks": [{"test": str, "regressed": bool,          # correctness checks (checks.py)
+                 "baseline": {"boots", "pass", "fail", "skip", "timeout", "failed_tests",
+                              "boots_failed"},
+                 "candidates": [{"candidate", "verdict", "reason", "results": {...}}]}],
      "provenance": {variant: <the results file's provenance, as written by korch run>},
      "metrics": {key: {"label", "unit", "better": "lower"|"higher", "description"}},
      "summaries": {variant: {
@@ -145,6 +149,23 @@ def to_json(comparison: Comparison, *, nested: bool = False) -> dict[str, Any]:
             "force": o.force,
         },
         "warnings": list(comparison.warnings),
+        "checks": [
+            {
+                "test": g.test,
+                "regressed": g.regressed,
+                "baseline": g.baseline.to_json(),
+                "candidates": [
+                    {
+                        "candidate": c.candidate,
+                        "verdict": c.verdict,
+                        "reason": c.reason,
+                        "results": c.tally.to_json(),
+                    }
+                    for c in g.candidates
+                ],
+            }
+            for g in comparison.checks
+        ],
         "provenance": {k: dict(v) for k, v in comparison.provenance.items()},
         "metrics": {
             m.key: {

@@ -1,4 +1,6 @@
-"""The JUnit XML report (``junit.xml``): one test case per metric and candidate.
+"""The JUnit XML report (``junit.xml``): one test case per metric and candidate, and one
+per correctness check and candidate (a check that passes on the baseline and fails on the
+candidate is a ``<failure>``).
 
 A regression is a ``<failure>``, an inconclusive metric is ``<skipped>``, and an
 infrastructure failure (a failed boot, an interrupted run) is an ``<error>`` in a test
@@ -78,6 +80,30 @@ def render(comparison: Comparison) -> str:
                 ET.SubElement(case, "system-out").text = text
             else:
                 ET.SubElement(case, "system-out").text = text
+        for g in comparison.checks:
+            for cc in g.candidates:
+                if cc.candidate != c.candidate:
+                    continue
+                counts["tests"] += 1
+                case = ET.SubElement(
+                    suite, "testcase", classname=classname, name=f"check {g.test}", time="0"
+                )
+                text = (
+                    f"{g.test}: baseline {g.baseline.describe()}; candidate"
+                    f" {cc.tally.describe()}; {cc.verdict}"
+                    + (f": {cc.reason}" if cc.reason else "")
+                )
+                if cc.verdict == "regressed":
+                    counts["failures"] += 1
+                    ET.SubElement(
+                        case, "failure", message=f"correctness regressed: {cc.reason}",
+                        type="correctness",
+                    ).text = text  # fmt: skip
+                elif cc.verdict == "not decided":
+                    counts["skipped"] += 1
+                    ET.SubElement(case, "skipped", message=f"not decided: {cc.reason}")
+                else:
+                    ET.SubElement(case, "system-out").text = text
         for key, v in counts.items():
             suite.set(key, str(v))
             totals[key] += v

@@ -132,6 +132,9 @@ def render(comparison: Comparison, *, reproduce: str | None = None) -> str:
         out += _alert("CAUTION", lines)
     for c in comparison.candidates:
         out += [f"**{_cell(fmt.headline_sentence(comparison, c.candidate))}**", ""]
+    alerts = fmt.check_alerts(comparison)
+    if alerts:
+        out += _alert("CAUTION", alerts)
     if comparison.warnings:
         out += _alert("WARNING", [w for w in comparison.warnings])
     for c in comparison.candidates:
@@ -144,6 +147,20 @@ def render(comparison: Comparison, *, reproduce: str | None = None) -> str:
         out.append("")
         if c.headline is not None:
             out += [f"Headline: {c.headline.verdict}: {_cell(c.headline.reason)}", ""]
+    if comparison.checks:
+        out += [
+            "### Correctness checks",
+            "",
+            "| check | candidate | baseline | candidate's boots | verdict |",
+            "|---|---|---|---|---|",
+            *[
+                "| " + " | ".join(_cell(x) for x in row) + " |"
+                for row in fmt.check_rows(comparison)
+            ],
+            "",
+            fmt.CHECKS_NOTE,
+            "",
+        ]
     out += [
         "Values are medians over boots ± the relative standard deviation of per-run values;"
         " change is the Hodges-Lehmann estimate of the ratio over boots (per block when"

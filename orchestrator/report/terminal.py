@@ -124,6 +124,17 @@ def summary_table(comparison: Comparison) -> Table:
     return table
 
 
+def checks_table(comparison: Comparison) -> Table:
+    """The correctness checks: results per side and the gate's verdict."""
+    table = Table(title="correctness checks", title_justify="left")
+    for name in ("check", "candidate", "baseline", "candidate's boots", "verdict"):
+        table.add_column(name, overflow="fold")
+    for test, cand, base, tally, verdict in fmt.check_rows(comparison):
+        style = "bold red" if verdict.startswith("REGRESSED") else None
+        table.add_row(test, cand, base, tally, Text(verdict, style=style or ""))
+    return table
+
+
 def render(comparison: Comparison, console: Console) -> None:
     """Print the whole terminal report to ``console``."""
     title = f"korch report: {comparison.experiment}, baseline {fmt.label(comparison, comparison.baseline)}"
@@ -142,6 +153,8 @@ def render(comparison: Comparison, console: Console) -> None:
         console.print(
             Text(fmt.headline_sentence(comparison, c.candidate), style=STYLE[c.verdict] or "bold")
         )
+    for alert in fmt.check_alerts(comparison):
+        console.print(Text(alert, style="bold red"))
     console.print()
     console.print(comparison_table(comparison))
     console.print(
@@ -163,6 +176,10 @@ def render(comparison: Comparison, console: Console) -> None:
             style="dim",
         )
     )
+    if comparison.checks:
+        console.print()
+        console.print(checks_table(comparison))
+        console.print(Text(fmt.CHECKS_NOTE, style="dim"))
     for line in fmt.design_lines(comparison):
         console.print(Text(line, style="dim"))
     if comparison.noise_floor is not None:

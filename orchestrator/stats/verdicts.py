@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import CheckGate, gate
 from ..errors import UserError
 from ..metrics import METRIC_BY_KEY, METRICS, Metric, metric
 from ..results import ResultsFile
@@ -199,6 +200,13 @@ class Comparison:
     smallest_effect: float = 0.05
     sequential: Mapping[str, Any] | None = None  # {"max_blocks", "level"} of --until-decisive
     declared_headline: str | None = None
+    # the correctness checks compared between the sides (orchestrator/checks.py)
+    checks: tuple[CheckGate, ...] = ()
+
+    @property
+    def checks_regressed(self) -> bool:
+        """True when a check passes on the baseline and fails on a candidate."""
+        return any(g.regressed for g in self.checks)
 
     @property
     def comparable(self) -> bool:
@@ -891,6 +899,7 @@ def compare(
         smallest_effect=smallest,
         sequential=sequential,
         declared_headline=declared,
+        checks=gate(ordered, baseline_name),
     )
 
 
