@@ -318,6 +318,8 @@ class Builder:
             src = self.source(v.name)
             self.progress.stage(v.name, "patches")
             patched[v.name] = series.prepare(self.sources.store, src, v.series)
+        for v in variants:  # a check the tree lacks is an error before any build
+            self.find_checks(v, patched[v.name])
         logs_dir = self.cache / "logs"
         logs_dir.mkdir(parents=True, exist_ok=True)
         configs: dict[str, str] = {}
@@ -334,6 +336,28 @@ class Builder:
             if self.exp.checks:
                 results[v.name].checks.update(self.build_checks(v, patched[v.name]))
         return results
+
+    def find_checks(self, variant: Variant, patched: series.PatchedTree) -> None:
+        """Raise when ``variant``'s patched tree lacks a check's program (read from git,
+        without checking the tree out)."""
+        where = f"variant {variant.name} ({self.exp.source_of(variant.name).describe()})"
+        store = self.sources.store
+        top = checks.SELFTESTS.as_posix()
+
+        def listing(path: str) -> list[str]:
+            found = store.git("ls-tree", "--name-only", f"{patched.commit}:{path}", check=False)
+            return found.output.splitlines() if found.returncode == 0 else []
+
+        for spec in self.exp.checks:
+            files = listing(f"{top}/{spec.directory}")
+            problem = checks.missing_program(
+                spec,
+                files,
+                lambda: [d for d in listing(top) if "Makefile" in listing(f"{top}/{d}")],
+                where,
+            )
+            if problem is not None:
+                raise problem
 
     def build_checks(self, variant: Variant, patched: series.PatchedTree) -> dict[str, Path]:
         """The experiment's checks built from ``variant``'s patched tree (its own selftests,

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from . import process
 from .errors import BuildError, CommandError, SSHTimeout, UserError
+from .fsutil import atomic_write
 
 SELFTESTS = Path("tools") / "testing" / "selftests"
 GUEST_DIR = "/tmp/korch-checks"
@@ -91,30 +92,43 @@ class CheckSpec:
 
 
 def program_source(tree: Path, spec: CheckSpec, where: str) -> Path:
-    """The selftest directory of ``spec`` in ``tree``; a clear error when the tree has no
-    such directory or program (``where`` names the variant and tree for the message)."""
-    directory = tree / SELFTESTS / spec.directory
-    if not (directory / "Makefile").is_file():
-        known = sorted(
-            p.parent.relative_to(tree / SELFTESTS).as_posix()
-            for p in (tree / SELFTESTS).glob("*/Makefile")
-        )
-        close = difflib.get_close_matches(spec.directory, known, n=3)
-        raise UserError(
+    """The selftest directory of ``spec`` in the checked-out ``tree``; a clear error when
+    the tree has no such directory or program (``where`` names the variant and tree)."""
+    top = tree / SELFTESTS
+    directory = top / spec.directory
+    problem = missing_program(
+        spec,
+        sorted(p.name for p in directory.iterdir()) if directory.is_dir() else [],
+        lambda: sorted(p.parent.relative_to(top).as_posix() for p in top.glob("*/Makefile")),
+        where,
+    )
+    if problem is not None:
+        raise problem
+    return directory
+
+
+def missing_program(
+    spec: CheckSpec, files: Sequence[str], directories: Callable[[], Sequence[str]], where: str
+) -> UserError | None:
+    """Why ``spec`` cannot be built from a tree whose selftest directory holds ``files``
+    (``directories()``: the tree's selftest directories, asked only when needed), or None."""
+    if "Makefile" not in files:
+        close = difflib.get_close_matches(spec.directory, directories(), n=3)
+        return UserError(
             f"check {spec.test}: {where} has no selftest directory {SELFTESTS / spec.directory}"
             " (or it has no Makefile)",
             hint=f"closest directories: {', '.join(close)}" if close else
             "checks name a program as <dir>/<program> under tools/testing/selftests",
         )  # fmt: skip
-    programs = sorted(p.stem for p in directory.glob("*.c"))
+    programs = sorted(f.removesuffix(".c") for f in files if f.endswith(".c"))
     if spec.program not in programs:
         close = difflib.get_close_matches(spec.program, programs, n=3)
-        raise UserError(
+        return UserError(
             f"check {spec.test}: {where} has no {SELFTESTS / spec.directory / spec.program}.c",
             hint=(f"did you mean {', '.join(spec.directory + '/' + c for c in close)}?"
                   if close else f"the directory's programs: {', '.join(programs[:20])}"),
         )  # fmt: skip
-    return directory
+    return None
 
 
 def headers_argv(tree: Path, objdir: Path, arch: str) -> list[str]:
@@ -291,9 +305,7 @@ def run_checks(
         text = stdout + ("\n" + stderr if stderr.strip() else "")
         result = classify(exit_code, text, seconds, spec.timeout_s)
         if save_dir is not None:
-            save_dir.mkdir(parents=True, exist_ok=True)
-            name = spec.test.replace("/", "-")
-            (save_dir / f"{name}.log").write_text(text, encoding="utf-8")
+            atomic_write(save_dir / f"{spec.test.replace('/', '-')}.log", text)
         out[spec.test] = result
         if on_check is not None:
             on_check(spec.test, result)

@@ -74,6 +74,16 @@ def test_default_experiment_end_to_end(
     for boot in lock.boots + pervma.boots:
         assert 0.0 <= boot["host_others_cpu"] <= 1.0, boot
     assert lock.provenance["config_sha256"] == pervma.provenance["config_sha256"]
+    # the series' correctness test ran after the timed runs of every boot, and passed
+    for boot in lock.boots + pervma.boots:
+        assert boot["checks"]["proc/proc-maps-race"]["status"] == "pass", boot["checks"]
+        assert boot["checks"]["proc/proc-maps-race"]["passed"] == 6
+    (gate,) = json.loads((rundir / "comparison.json").read_text())["checks"]
+    assert [c["verdict"] for c in gate["candidates"]] == ["passed"]
+    assert (
+        "| proc/proc-maps-race | per-vma | pass 1/1 | pass 1/1 | passed |"
+        in (rundir / "summary.md").read_text()
+    )
     for f in (
         "report.html",
         "summary.md",
