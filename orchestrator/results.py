@@ -26,13 +26,16 @@ Schema 1::
         "design": {"blocks": 16, "runs": 1, "order_seed": 1,
                    "sequential": null | {"max_blocks": 16},   (korch run --until-decisive)
                    "blocks_run": 16, "stop": "ran the 16 planned blocks" | null (interrupted)},
+        "checks": [{"test": "proc/proc-maps-race", "args": [], "env": {...}, "timeout_s": 300}],
         "placement": {...}, "source": "imported data ..." (optional, for imported data)
       },
       "boots": [{"id": "per-vma-1", "attempt": 1, "block": 1, "position": 0,
                  "started_at": "...", "ended_at": "...", "boot_s": 3.9,
                  "host_others_cpu": 0.02,  (share of the host's CPU other processes took
                                             during the workload; see hostwatch.HostShare)
-                 "console": "boot/per-vma-1/console.log", "error": null}],
+                 "console": "boot/per-vma-1/console.log", "error": null,
+                 "checks": {"proc/proc-maps-race": {"status": "pass", ...}}}],
+                           (correctness checks after the runs; see checks.CheckResult)
       "runs": [{"boot": "per-vma-1", "block": 1, "attempt": 1, "index": 0, "seed": 1,
                 "hang": false, "note": "",
                 "record": {<the mapper's JSON line, see workloads/maps_contention/result.py>}
