@@ -45,13 +45,34 @@ _PR_SET_PDEATHSIG = 1
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _terminate_with_parent(parent: int) -> Callable[[], None]:
+def _terminate_with_parent(parent: int, sig: int = signal.SIGTERM) -> Callable[[], None]:
     def set_pdeathsig() -> None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        _PRCTL(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl: nobody would tell us
             os._exit(1)
 
     return set_pdeathsig
+
+
+def spawn(
+    argv: Sequence[str], *, output: Path, death_signal: int = signal.SIGKILL
+) -> subprocess.Popen[bytes]:
+    """Start a long-lived child (a QEMU guest) and return at once; its output is appended
+    to ``output``.
+
+    Like :func:`run`'s commands it gets a session of its own (Ctrl-C on the terminal is
+    korch's to handle, not the child's) and dies with korch: ``death_signal`` when korch
+    dies, even by SIGKILL. The caller owns the process: it waits for it and stops it.
+    """
+    with open(output, "ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent(os.getpid(), death_signal),
+        )
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import re
 import shlex
@@ -454,28 +453,9 @@ class Console:
 
 # --- QEMU processes: ports, spawning, cleanup ------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
 _live: dict[int, subprocess.Popen[bytes]] = {}
 _live_lock = threading.Lock()
 _previous_sigterm: object = None
-
-
-def _prctl() -> Callable[..., int]:
-    # resolved in the parent: the forked child must not load libraries before exec
-    return ctypes.CDLL(None, use_errno=True).prctl
-
-
-_PRCTL = _prctl()
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    def set_pdeathsig() -> None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        # the parent may have died between fork and prctl; then nobody would signal us
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return set_pdeathsig
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -595,15 +575,8 @@ def spawn_qemu(
         tried.append(port)
         argv = make_argv(port)
         offset = log.stat().st_size if log.exists() else 0
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
+        # QEMU holds nothing worth a clean exit: SIGKILL when korch dies
+        proc = process.spawn(argv, output=log, death_signal=signal.SIGKILL)
         _register(proc)
         deadline = time.monotonic() + setup_timeout
         try:

@@ -98,6 +98,34 @@ def test_a_killed_korch_takes_make_and_its_jobs_along(tmp_path: Path) -> None:
     assert gone_within(jobs, 15)
 
 
+def test_a_spawned_child_dies_with_a_killed_korch(tmp_path: Path) -> None:
+    # how QEMU is started: korch SIGKILLed runs no cleanup, the kernel kills the child
+    script = tmp_path / "korch_like.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            from pathlib import Path
+            sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+            from orchestrator import process
+            proc = process.spawn(["sh", "-c", "echo $$; exec sleep 60"], output=Path({str(tmp_path / "out")!r}))
+            time.sleep(60)
+            """
+        )
+    )
+    child = subprocess.Popen([sys.executable, str(script)])
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
+        time.sleep(0.05)
+    (pid,) = [int(p) for p in out.read_text().split()]
+    assert alive(pid)
+    assert os.getsid(pid) == pid  # a session of its own: Ctrl-C on korch's terminal is korch's
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert gone_within([pid], 15)
+
+
 def test_a_lock_given_to_a_child_is_held_until_the_child_is_gone(tmp_path: Path) -> None:
     lock = tmp_path / "tree.lock"
     with locked(lock) as fd:
