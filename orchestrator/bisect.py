@@ -43,6 +43,7 @@ from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, KorchError, Use
 from .fsutil import cache_root, write_json
 from .metrics import METRIC_BY_KEY
 from .results import ResultsFile
+from .rundir import RunDir
 from .stats import DEFAULT_HEADLINE, extract
 from .stats import attribution as attr
 from .stats import inference as inf
@@ -489,7 +490,7 @@ def main(args: Any, console: Any) -> int:
     console.print(f"bisect directory: {out}")
     again = shlex.join(["korch", *full])
     try:
-        with progress_for(console) as progress, run.RunDir(out).lock():
+        with progress_for(console) as progress, RunDir(out).lock():
             b = Bisect(exp, settings, span, out, progress, reproduce, console)
             b.execute()
     except (KorchError, KeyboardInterrupt, OSError) as exc:

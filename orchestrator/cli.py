@@ -338,7 +338,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 )
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     from . import stages
-    from .run import RunDir
+    from .rundir import RunDir
     from .ui import progress_for
 
     rundir = Path(args.rundir)

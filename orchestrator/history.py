@@ -56,6 +56,7 @@ import numpy as np
 from . import stats
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, InfraError, UserError
 from .results import ResultsFile
+from .rundir import RunDir, cell_of, expand_inputs, load_results, merge_shards, shard_of
 from .stats import METRIC_BY_KEY, METRICS, Verdict
 
 SCHEMA_VERSION = 1
@@ -149,8 +150,6 @@ def side_of(results: ResultsFile, run_id: str | None = None, cell: str | None = 
     """The store's view of a results file; the run id comes from its provenance
     (``korch run`` and ``korch bench`` record it) unless given, the cell from it too
     unless given."""
-    from .stages import cell_of
-
     rid = run_id or results.provenance.get("run_id")
     if not rid:
         raise UserError(
@@ -180,17 +179,13 @@ def side_of(results: ResultsFile, run_id: str | None = None, cell: str | None = 
 
 def load_sides(paths: Sequence[Path]) -> list[Side]:
     """The results in run directories (their cells too) or results files, as sides."""
-    from .report import load_results
-    from .run import RunDir
-    from .stages import cell_of, expand_inputs, merge_shards, shard_of
-
     sides: list[Side] = []
     shards: dict[tuple[str, str], list[ResultsFile]] = {}
     for path in expand_inputs(list(paths)):
         results, _ = load_results([path])
         fallback = None
         rundir = path if path.is_dir() else path.resolve().parent.parent
-        if (rundir / "run.json").is_file():
+        if RunDir(rundir).plan.is_file():
             fallback = RunDir(rundir).info()["run_id"]
         for r in results:
             if shard_of(r) is not None:

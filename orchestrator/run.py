@@ -33,7 +33,6 @@ jobs can hand the run directory on (see :mod:`orchestrator.stages`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -57,11 +56,10 @@ from .fsutil import (
     atomic_write,
     cache_root,
     sha256_file,
-    stable_hash,
-    sweep_stale,
     write_json,
 )
 from .results import ResultsFile
+from .rundir import CELLS_DIR, DEFAULT_CELL, RunDir, run_id
 from .workloads.maps_contention import driver
 from .workloads.maps_contention.binaries import compile_workload
 from .workloads.protocol import RemoteAdapter
@@ -308,81 +306,6 @@ def make_plan(
         budget_s=float(budget_s) if budget_s is not None else None,
         shards=shards or 1,
     )
-
-
-class RunDir:
-    """Paths inside a run directory (``aa`` runs live in RUNDIR/aa)."""
-
-    def __init__(self, root: Path, aa: bool = False) -> None:
-        self.root = root
-        self.base = root / "aa" if aa else root
-
-    @property
-    def plan(self) -> Path:
-        return self.base / "run.json"
-
-    def results(self, side: str) -> Path:
-        return self.base / "results" / f"{side}.json"
-
-    def info(self) -> dict[str, Any]:
-        """run.json: the plan, the reproduce command, when it was made, the run id."""
-        if not self.plan.exists():
-            raise UserError(
-                f"{self.root} holds no korch run ({self.plan} is missing)",
-                hint="give the RUNDIR that 'korch run' or 'korch plan' wrote",
-            )
-        try:
-            obj = json.loads(self.plan.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(
-                f"{self.plan}: not valid JSON ({exc})",
-                hint="the run's plan is damaged; plan the run again into a new directory",
-            ) from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("plan"), dict):
-            raise UserError(
-                f"{self.plan}: not a korch plan (no 'plan' object)",
-                hint="give the RUNDIR that 'korch run' or 'korch plan' wrote",
-            )
-        obj.setdefault("run_id", run_id(obj))
-        return obj
-
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run directory for one korch: a second korch booting into the same
-        directory would rerun the same missing boots, remove the first's boot directories
-        and overwrite its results. The lock is the kernel's (flock), so it goes with the
-        process however that ends; the file names the holder's pid for the message."""
-        self.base.mkdir(parents=True, exist_ok=True)
-        path = self.base / ".korch.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise UserError(
-                    f"another korch (pid {holder}) is running in {self.base}",
-                    hint="wait for it to finish (then --resume if runs are missing),"
-                    " or choose another --out",
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            # what a korch killed outright here left half-written (it held this lock)
-            sweep_stale(self.base, self.base / "results", *self.base.glob("build/*"))
-            yield
-        finally:
-            os.close(fd)
-
-    def boot(self, side: str, n: int, attempt: int) -> Path:
-        suffix = f".{attempt}" if attempt > 1 else ""
-        return self.base / "boot" / f"{side}-{n}{suffix}"
-
-
-def run_id(info: dict[str, Any]) -> str:
-    """A run's stable id: its plan and the moment it was planned. Every copy of the run
-    directory (CI artifacts, the cells of a matrix) carries the same id, which the history
-    store uses to add a night once."""
-    return stable_hash({"created": info.get("created"), "plan": info.get("plan")})[:16]
 
 
 def host_facts() -> dict[str, Any]:
@@ -952,7 +875,6 @@ def extend_run(rundir: Path, plan: Plan, blocks: int, aa: bool = False) -> Plan:
         )
     if blocks == plan.blocks:
         return plan
-    from .stages import CELLS_DIR, DEFAULT_CELL
 
     base = RunDir(rundir, aa).base
     where = [base]
@@ -1149,7 +1071,7 @@ def main(args: Any, console: Any) -> int:
                 runner.on_block = on_block
             results = runner.execute()
     except (KorchError, KeyboardInterrupt, OSError) as exc:
-        results_dir = RunDir(rundir, plan.aa).base / "results"
+        results_dir = RunDir(rundir, plan.aa).results_dir
         if isinstance(exc, UserError):
             pass  # the input is wrong: resuming the same run would fail the same way
         elif any(results_dir.glob("*.json")):

@@ -41,10 +41,18 @@ from .config import Experiment
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, UserError
 from .fsutil import sha256_file, stable_hash
 from .results import ResultsFile
-from .run import Plan, RunDir, Runner, load_bench_experiment, load_experiment, load_plan
+from .run import Plan, Runner, load_bench_experiment, load_experiment, load_plan
+from .rundir import (
+    CELLS_DIR,
+    DEFAULT_CELL,
+    SHARDS_DIR,
+    RunDir,
+    cell_of,
+    expand_inputs,
+    merge_shards,
+    shard_dir,
+)
 
-DEFAULT_CELL = "default"
-CELLS_DIR = "cells"
 # experiment key in a matrix -> the Plan field it sets
 PLAN_FIELDS = {
     "vm.cpus": "cpus",
@@ -54,7 +62,6 @@ PLAN_FIELDS = {
     "workload.busy_ms": "busy_ms",
 }
 MATRIX_STAGES = ("bench", "build")
-SHARDS_DIR = "shards"
 BUILD_KEYS = ("kernel", "config", "variants")
 BENCH_KEYS = ("kernel", "cell", "shard", "dir")
 
@@ -96,11 +103,6 @@ def cells(exp: Experiment) -> list[Cell]:
 def cell_plan(plan: Plan, cell: Cell) -> Plan:
     """``plan`` with the cell's settings applied."""
     return replace(plan, **{PLAN_FIELDS[k]: v for k, v in cell.settings.items()})
-
-
-def shard_dir(cell_dir: Path, shard: int) -> Path:
-    """Where shard ``shard`` of a cell's blocks lives: a run directory of its own."""
-    return cell_dir / SHARDS_DIR / str(shard)
 
 
 def planned_cells(rundir: Path) -> list[Cell]:
@@ -310,132 +312,6 @@ def bench_dir(rundir: Path, cell: str | None, shard: int | None) -> Path:
             hint=f"--shard 1 to {plan.shards} (korch matrix lists the bench jobs)",
         )
     return shard_dir(where, shard)
-
-
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Report inputs with a matrix run directory replaced by its cells' directories, and a
-    sharded one by its shards' directories."""
-    out: list[Path] = []
-    for p in paths:
-        if not p.is_dir() or (p / "results").is_dir():
-            out.append(p)
-            continue
-        found = sorted(
-            d
-            for pattern in ("*", f"*/{SHARDS_DIR}/*")
-            for d in (p / CELLS_DIR).glob(pattern)
-            if (d / "results").is_dir()
-        ) + sorted(d for d in (p / SHARDS_DIR).glob("*") if (d / "results").is_dir())
-        out += found or [p]
-    return out
-
-
-def shard_of(results: ResultsFile) -> dict[str, Any] | None:
-    """The shard a results file holds (index, of, blocks), or None for a whole run."""
-    shard = results.provenance.get("shard")
-    return shard if isinstance(shard, dict) and "index" in shard else None
-
-
-HOST_KEYS = ("host", "host_cpu")
-
-
-def merge_shards(members: list[ResultsFile]) -> tuple[list[ResultsFile], list[str]]:
-    """One results file per variant from the shards' files of one cell, and warnings.
-
-    Each boot and run keeps the host it ran on (``host``, ``host_cpu``) and its ``shard``,
-    so the statistics pair the variants within a block only where one machine booted the
-    block, and the report can show the effect per shard. The merged provenance lists the
-    shards (``shards``: index, blocks, host, CPU model, status); its host fields name every
-    machine, the same on every side when each shard ran every variant. A shard planned but
-    absent, or cut short, is said in the warnings: the report then uses the complete blocks
-    it has."""
-    by_variant: dict[str, list[ResultsFile]] = {}
-    for r in members:
-        by_variant.setdefault(r.variant, []).append(r)
-    merged: list[ResultsFile] = []
-    warnings: list[str] = []
-    planned: set[int] = set()
-    present: dict[str, set[int]] = {}
-    for variant, files in by_variant.items():
-        shards = [shard_of(f) for f in files]
-        if all(s is None for s in shards):
-            merged += files
-            continue
-        if any(s is None for s in shards):
-            raise UserError(
-                f"results of variant {variant!r} mix a whole run with shards of one",
-                hint="report the shards of one planned run (korch plan --shards) together",
-            )
-        indices = [int(s["index"]) for s in shards if s is not None]
-        if len(set(indices)) != len(indices):
-            dup = sorted({i for i in indices if indices.count(i) > 1})
-            raise UserError(
-                f"two results files of variant {variant!r} hold shard {dup[0]}",
-                hint="give each bench job's results once",
-            )
-        run_ids = {f.provenance.get("run_id") for f in files}
-        if len(run_ids) != 1:
-            raise UserError(
-                f"the shards of variant {variant!r} come from different planned runs",
-                hint="report the shards of one korch plan together",
-            )
-        pairs = sorted(
-            ((s, f) for s, f in zip(shards, files, strict=True) if s is not None),
-            key=lambda sf: int(sf[0]["index"]),
-        )
-        ordered = [f for _, f in pairs]
-        first = ordered[0]
-        out = ResultsFile(
-            experiment=first.experiment,
-            variant=variant,
-            baseline=first.baseline,
-            provenance=dict(first.provenance),
-            status="complete" if all(f.status == "complete" for f in ordered) else "interrupted",
-            interruption=next((f.interruption for f in ordered if f.interruption), None),
-        )
-        listing = []
-        for s, f in pairs:
-            where = {k: f.provenance.get(k) for k in HOST_KEYS}
-            out.boots += [{**b, "shard": s["index"], **where} for b in f.boots]
-            out.runs += [{**r, "shard": s["index"], **where} for r in f.runs]
-            listing.append({**s, **where, "status": f.status})
-            planned.update(range(1, int(s["of"]) + 1))
-        present[variant] = {int(s["index"]) for s in listing}
-        for key in HOST_KEYS:
-            out.provenance[key] = "; ".join(sorted({str(x[key]) for x in listing}))
-        out.provenance.pop("shard", None)
-        out.provenance["shards"] = listing
-        design = dict(out.provenance.get("design") or {})
-        design["blocks_run"] = sum(
-            int((f.provenance.get("design") or {}).get("blocks_run") or 0) for f in ordered
-        )
-        design["stop"] = "; ".join(
-            str((f.provenance.get("design") or {}).get("stop") or "cut short") for f in ordered
-        )
-        out.provenance["design"] = design
-        for s, f in pairs:
-            if f.status != "complete":
-                warnings.append(
-                    f"Shard {s['index']} of {variant} ended early"
-                    f" ({(f.interruption or {}).get('reason', f.status)}); its complete blocks"
-                    " are used."
-                )
-        merged.append(out)
-    if planned:
-        for variant, have in sorted(present.items()):
-            missing = sorted(planned - have)
-            if missing:
-                warnings.append(
-                    f"No results of {variant} from shard(s) {', '.join(map(str, missing))} of"
-                    f" {max(planned)}: their blocks are missing from the comparison."
-                )
-    return merged, warnings
-
-
-def cell_of(results: ResultsFile) -> str:
-    """The matrix cell a results file belongs to (``default`` outside a matrix)."""
-    cell = results.provenance.get("cell") or {}
-    return str(cell.get("id") or DEFAULT_CELL)
 
 
 def combine_exit_codes(codes: list[int]) -> int:

@@ -17,12 +17,9 @@ far two runs of the same kernel land apart, next to every metric.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import json
 import os
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from rich.console import Console
 from ..errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, UserError
 from ..fsutil import atomic_write, sweep_stale
 from ..results import ResultsFile
+from ..rundir import AA_DIR, collector_paused, load_noise_floor, load_results
 from ..stats import Comparison, StatsOptions, Verdict, compare, compare_noise_floor
 from . import html, jsonout, junit, markdown, terminal
 
@@ -42,7 +40,6 @@ OUTPUTS = {
     "md": "summary.md",
     "junit": "junit.xml",
 }
-AA_DIR = Path("aa") / "results"
 # reports are for sharing (CI artifacts, a web server); a temporary file starts at 0600
 REPORT_MODE = 0o644
 
@@ -86,64 +83,6 @@ class ReportOptions:
                 f"unknown report format(s): {', '.join(unknown)}",
                 hint=f"choose from {', '.join(FORMATS)}",
             )
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for the block.
-
-    Results files hold millions of small lists (histogram pairs) that live until the
-    report is written and contain no cycles; while they are parsed and analysed, every
-    automatic collection rescans all of them for nothing (about half of the parse time).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def load_results(paths: Sequence[Path]) -> tuple[list[ResultsFile], Path | None]:
-    """Results files named on a command line: run directories (every ``results/*.json``)
-    or single files. Returns them with the run directory they share, or ``None`` when they
-    come from several (or from no run directory). A run directory that holds only an A/A
-    run (``aa/results``) contributes no files; :func:`write_reports` then reports the A/A."""
-    found: list[ResultsFile] = []
-    dirs: set[Path] = set()
-    with collector_paused():
-        _load_into(paths, found, dirs)
-    return found, (next(iter(dirs)) if len(dirs) == 1 else None)
-
-
-def _load_into(paths: Sequence[Path], found: list[ResultsFile], dirs: set[Path]) -> None:
-    for path in paths:
-        if path.is_dir():
-            files = sorted((path / "results").glob("*.json"))
-            # an A/A-only run directory contributes no results: write_reports reports its A/A
-            if not files and not any((path / AA_DIR).glob("*.json")):
-                raise UserError(
-                    f"{path}: no results/*.json in this directory",
-                    hint="give a run directory written by 'korch run', or results files",
-                )
-            found += [ResultsFile.load(f) for f in files]
-            dirs.add(path.resolve())
-        elif path.exists():
-            found.append(ResultsFile.load(path))
-            parent = path.resolve().parent
-            dirs.add(parent.parent if parent.name == "results" else parent)
-        else:
-            raise UserError(f"{path}: no such run directory or results file")
-
-
-def load_noise_floor(rundir: Path) -> list[ResultsFile] | None:
-    """The A/A results under ``rundir/aa/results`` in name order, or ``None`` without any."""
-    files = sorted((rundir / AA_DIR).glob("*.json"))
-    if not files:
-        return None
-    with collector_paused():
-        return [ResultsFile.load(f) for f in files]
 
 
 def write_reports(

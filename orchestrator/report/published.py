@@ -25,6 +25,7 @@ from typing import Any
 from .. import __version__
 from ..errors import UserError
 from ..results import ResultsFile
+from ..rundir import RunDir
 
 PREFIX = "published-"
 EXPERIMENT = "maps-contention-published"
@@ -170,7 +171,7 @@ def import_published(
             variant, means, maxima, baseline=baseline, source=path.resolve(),
             description=descriptions.get(variant, "published data"), reproduce=reproduce,
         )  # fmt: skip
-        rf.save(out / "results" / f"{variant}.json")
+        rf.save(RunDir(out).results(variant))
         results.append(rf)
     results.sort(key=lambda r: r.variant != baseline)
     return results

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import build, cli, config, run
+from orchestrator import build, cli, config, run, rundir
 from orchestrator.errors import (
     EXIT_GUEST,
     EXIT_OK,
@@ -498,7 +498,7 @@ def test_a_run_directory_is_held_by_one_korch(monkeypatch, tmp_path: Path) -> No
     runner = bench.runner()
     kernels = {s: fake_kernel() for s in plan.variants}
     held = pytest.raises(UserError, match=rf"another korch \(pid {os.getpid()}\) is running")
-    with run.RunDir(bench.rundir).lock(), held:
+    with rundir.RunDir(bench.rundir).lock(), held:
         runner.bench(kernels)
     assert bench.boots == []
     # released when its holder is done: the run goes ahead

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import stages
+from orchestrator import rundir, stages
 from orchestrator.cli import main
 from orchestrator.errors import EXIT_OK, EXIT_USAGE, UserError
 from orchestrator.report.synthetic import provenance, synthetic_results
@@ -123,7 +123,7 @@ def test_shards_on_different_machines_pair_within_blocks() -> None:
     for shard, (host, cpu, slow) in enumerate((("a", "CPU A", 1.0), ("b", "CPU B", 1.3)), 1):
         files.append(shard_file("base", shard, 2, host, cpu, slow, seed=10 * shard))
         files.append(shard_file("cand", shard, 2, host, cpu, 0.5 * slow, seed=10 * shard + 1))
-    merged, warnings = stages.merge_shards(files)
+    merged, warnings = rundir.merge_shards(files)
     assert warnings == []
     assert [r.variant for r in merged] == ["base", "cand"]
     base = merged[0]
@@ -147,7 +147,7 @@ def test_a_missing_shard_is_said_and_its_blocks_left_out() -> None:
         shard_file("base", 1, 2, "a", "CPU A", 1.0, seed=1),
         shard_file("cand", 1, 2, "a", "CPU A", 1.0, seed=2),
     ]
-    merged, warnings = stages.merge_shards(files)
+    merged, warnings = rundir.merge_shards(files)
     assert any("shard(s) 2 of 2" in w and "base" in w for w in warnings)
     head = compare(merged, StatsOptions(baseline="base")).candidates[0].headline
     assert head is not None and head.method == "paired" and head.blocks == 6
@@ -168,10 +168,10 @@ def test_shards_that_clash_are_refused() -> None:
     one = shard_file("base", 1, 2, "a", "CPU A", 1.0, seed=1)
     again = shard_file("base", 1, 2, "b", "CPU B", 1.0, seed=2)
     with pytest.raises(UserError, match="hold shard 1"):
-        stages.merge_shards([one, again])
+        rundir.merge_shards([one, again])
     other = shard_file("base", 2, 2, "b", "CPU B", 1.0, seed=2, run_id="run-2")
     with pytest.raises(UserError, match="different planned runs"):
-        stages.merge_shards([one, other])
+        rundir.merge_shards([one, other])
 
 
 def test_history_files_a_nights_shards_per_cpu_model(tmp_path: Path) -> None:

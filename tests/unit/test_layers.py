@@ -1,0 +1,105 @@
+"""The package's shape: which module may import which.
+
+Read from the source with ast, so the rules hold for imports inside functions too (korch
+imports heavy modules lazily, and a lazy import upward is still an upward dependency).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every orchestrator module ``path`` imports, at any depth of its code."""
+    here = _module(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("orchestrator")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("orchestrator"):
+                target = node.module
+            else:
+                continue
+            out.add(target)
+            # "from . import run": the names may be modules themselves
+            out |= {f"{target}.{a.name}" for a in node.names}
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in _imports(path) if m in modules} for name, path in modules.items()}
+
+
+def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_history_store_does_not_import_the_stages_above_it() -> None:
+    graph = _graph()
+    above = {"orchestrator.stages", "orchestrator.run", "orchestrator.cli"}
+    above |= {m for m in graph if m.startswith("orchestrator.report")}
+    assert not graph["orchestrator.history"] & above
+
+
+def test_the_run_directory_layout_has_one_owner() -> None:
+    # rundir knows the layout; it needs nothing but results, errors and fsutil
+    graph = _graph()
+    assert graph["orchestrator.rundir"] <= {
+        "orchestrator.errors",
+        "orchestrator.fsutil",
+        "orchestrator.results",
+    }
+    for name in ("run", "stages", "history", "bisect", "report", "report.published"):
+        assert "orchestrator.rundir" in graph[f"orchestrator.{name}"], name
+
+
+def test_argparse_stays_in_the_cli() -> None:
+    users = sorted(
+        _module(p)
+        for p in PACKAGE.rglob("*.py")
+        if any(
+            (isinstance(n, ast.Import) and any(a.name == "argparse" for a in n.names))
+            or (isinstance(n, ast.ImportFrom) and n.module == "argparse")
+            for n in ast.walk(ast.parse(p.read_text()))
+        )
+    )
+    assert users == ["orchestrator.cli"]
+
+
+def test_only_the_process_module_starts_processes() -> None:
+    starters = sorted(
+        _module(p)
+        for p in PACKAGE.rglob("*.py")
+        if "subprocess.Popen(" in p.read_text() or "os.fork(" in p.read_text()
+    )
+    assert starters == ["orchestrator.process"]
+
+
+def test_the_checks_and_the_low_modules_do_not_reach_the_runner() -> None:
+    graph = _graph()
+    for low in ("checks", "results", "metrics", "process", "fsutil", "errors", "rundir"):
+        reached = _reaches(graph, f"orchestrator.{low}")
+        assert "orchestrator.run" not in reached and "orchestrator.cli" not in reached, low
