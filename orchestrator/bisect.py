@@ -31,13 +31,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import build, config, run, series
+from . import plan as plans
 from .config import Experiment, Variant
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, KorchError, UserError
 from .fsutil import cache_root, write_json
@@ -237,7 +238,7 @@ class Bisect:
             "schema": SCHEMA,
             "settings": mine,
             "reproduce": self.reproduce,
-            "created": run.now(),
+            "created": plans.now(),
         }
         self.state["range"] = {
             "variant": self.settings.variant,
@@ -279,7 +280,7 @@ class Bisect:
         names = self.names(rnd.points)
         rexp = replace(self.pexp, baseline=names[0])
         s = self.settings
-        plan = run.make_plan(
+        plan = plans.make_plan(
             rexp,
             runs=s.runs,
             duration_s=s.duration_s,
@@ -386,7 +387,7 @@ class Bisect:
             for k, vals in v.items():
                 per.setdefault(k, []).extend(vals)
         self.state["values"] = per
-        self.state["finished"] = run.now()
+        self.state["finished"] = plans.now()
         self.save()
 
 
@@ -421,18 +422,33 @@ def exit_code(state: dict[str, Any], better: str) -> int:
     return EXIT_REGRESSION if worse else EXIT_OK
 
 
-def main(args: Any, console: Any) -> int:
+@dataclass(frozen=True)
+class BisectRequest:
+    """What ``korch bisect`` was asked: the experiment (None: the embedded default), the
+    variant whose series to search (None: the only one with patches), the plan options
+    that apply (runs, duration, accel, max_blocks), the output directory and the command
+    line after ``korch`` (for the reproduce command)."""
+
+    experiment: Path | None = None
+    variant: str | None = None
+    overrides: plans.Overrides = field(default_factory=plans.Overrides)
+    out: Path | None = None
+    argv: tuple[str, ...] = ()
+
+
+def main(req: BisectRequest, console: Any) -> int:
     """``korch bisect``: build every prefix, search, report; returns the exit code."""
     from .report import bisect as bisect_report
     from .ui import progress_for
 
-    exp = config.load(Path(args.experiment)) if args.experiment else config.load_default()
+    exp = config.load(req.experiment) if req.experiment else config.load_default()
+    o = req.overrides
     if exp.matrix:
         raise UserError(
             f"{exp.path}: bisect searches one configuration; this experiment has a matrix",
             hint="copy the experiment without 'matrix' and with the cell's settings",
         )
-    name = args.variant
+    name = req.variant
     if name is None:
         cands = [v.name for v in exp.variants if v.name != exp.baseline]
         with_patches = [c for c in cands if exp.variant(c).series != config.SeriesSpec("files")]
@@ -450,13 +466,13 @@ def main(args: Any, console: Any) -> int:
     w = exp.workload
     headline = w.headline or DEFAULT_HEADLINE
     # the plan's checks (finite, positive, within the schema's limits) apply here too
-    plan = run.make_plan(
+    plan = plans.make_plan(
         exp,
-        runs=args.runs,
-        duration_s=args.duration,
-        accel=args.accel,
+        runs=o.runs,
+        duration_s=o.duration_s,
+        accel=o.accel,
         until_decisive=True,
-        max_blocks=args.max_blocks,
+        max_blocks=o.max_blocks,
     )
     assert plan.max_blocks is not None
     need = inf.blocks_to_reach(inf.sequential_level(ALPHA, plan.max_blocks))
@@ -480,12 +496,8 @@ def main(args: Any, console: Any) -> int:
         smallest_effect_pct=float(w.smallest_effect_pct),
     )
     span = series_range(exp, name)  # its errors come before anything is written
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / (f"{exp.name}-bisect-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    )
-    full = args.argv if args.out else [*args.argv, "--out", str(out)]
+    out = req.out or Path("runs") / (f"{exp.name}-bisect-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    full = list(req.argv) if req.out else [*req.argv, "--out", str(out)]
     reproduce = run.reproduce_command(full)
     console.print(f"bisect directory: {out}")
     again = shlex.join(["korch", *full])

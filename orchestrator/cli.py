@@ -14,13 +14,17 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__, config, errors
 from .fsutil import cache_root
+
+if TYPE_CHECKING:  # imported when a command runs: keep start-up light
+    from .plan import Overrides
+    from .run import RunRequest
 
 Handler = Callable[[argparse.Namespace, Console], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]] = {}
@@ -245,6 +249,38 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _overrides(args: argparse.Namespace) -> Overrides:
+    """The plan options of korch run and korch plan, typed for the library."""
+    from .plan import Overrides
+
+    return Overrides(
+        runs=args.runs,
+        blocks=args.blocks,
+        duration_s=args.duration,
+        variants=tuple(args.variant or ()),
+        accel=args.accel,
+        aa=getattr(args, "aa", False),
+        until_decisive=getattr(args, "until_decisive", False),
+        max_blocks=getattr(args, "max_blocks", None),
+        budget=getattr(args, "budget", None),
+        shards=getattr(args, "shards", None),
+    )
+
+
+def _run_request(args: argparse.Namespace) -> RunRequest:
+    """What korch run was asked, typed for the library (orchestrator.run.RunRequest)."""
+    from .run import RunRequest
+
+    return RunRequest(
+        experiment=Path(args.experiment) if args.experiment else None,
+        overrides=_overrides(args),
+        out=Path(args.out) if args.out else None,
+        resume=Path(args.resume) if args.resume else None,
+        argv=tuple(args.argv),
+        fail_on=args.fail_on,
+    )
+
+
 @command("run", "build, boot and benchmark every variant, then report (the main job)", _run_args)
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from . import run
@@ -252,14 +288,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.matrix:
         from . import stages
 
-        return stages.run_matrix(args, console)
+        return stages.run_matrix(_run_request(args), console)
     if args.shards is not None:
         raise errors.UserError(
             "--shards splits the bench stage into jobs, which korch run on one machine does"
             " not have",
             hint="use korch run --matrix --shards N, or korch plan --shards N in CI",
         )
-    return run.main(args, console)
+    return run.main(_run_request(args), console)
 
 
 # ---------------------------------------------------------------- stages: plan, bench, matrix
@@ -288,12 +324,13 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     _plan_args,
 )
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from . import run, stages
+    from . import plan as plans
+    from . import stages
 
     if not args.out:
         raise errors.UserError("korch plan needs --out RUNDIR: the directory the jobs hand on")
     exp = load_experiment(args.experiment)
-    plan = run.plan_for_args(exp, args)
+    plan = plans.plan_for(exp, _overrides(args))
     rundir = Path(args.out)
     cell_list = stages.plan_stage(exp, plan, rundir, stages.stage_reproduce(args.argv))
     console.print(
@@ -373,16 +410,17 @@ def _matrix_args(p: argparse.ArgumentParser) -> None:
     _matrix_args,
 )
 def cmd_matrix(args: argparse.Namespace, console: Console) -> int:
+    from . import plan as plans
     from . import run, stages
 
     source = Path(args.source) if args.source else None
     if source is not None and source.is_dir():
-        plan, _ = run.load_plan(source)
+        plan, _ = plans.load_plan(source)
         exp = run.load_bench_experiment(source, plan)
         cell_list = stages.planned_cells(source)
     else:
         exp = load_experiment(args.source)
-        plan = run.make_plan(exp)
+        plan = plans.make_plan(exp)
         cell_list = stages.cells(exp)
     matrix = stages.github_matrix(exp, plan, cell_list, args.stage)
     print(stages.matrix_to_json(matrix))
@@ -423,8 +461,23 @@ def _bisect_args(p: argparse.ArgumentParser) -> None:
 )
 def cmd_bisect(args: argparse.Namespace, console: Console) -> int:
     from . import bisect
+    from .plan import Overrides
 
-    return bisect.main(args, console)
+    return bisect.main(
+        bisect.BisectRequest(
+            experiment=Path(args.experiment) if args.experiment else None,
+            variant=args.variant,
+            overrides=Overrides(
+                runs=args.runs,
+                duration_s=args.duration,
+                accel=args.accel,
+                max_blocks=args.max_blocks,
+            ),
+            out=Path(args.out) if args.out else None,
+            argv=tuple(args.argv),
+        ),
+        console,
+    )
 
 
 # ---------------------------------------------------------------- boot

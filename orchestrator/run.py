@@ -34,18 +34,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
-import random
-import re
 import shlex
 import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,254 +55,24 @@ from .fsutil import (
     sha256_file,
     write_json,
 )
+from .plan import (
+    Overrides,
+    Plan,
+    boot_id,
+    extend_run,
+    format_duration,
+    load_plan,
+    now,
+    plan_for,
+    plan_from_json,
+)
 from .results import ResultsFile
-from .rundir import CELLS_DIR, DEFAULT_CELL, RunDir, run_id
+from .rundir import RunDir, run_id
 from .workloads.maps_contention import driver
 from .workloads.maps_contention.binaries import compile_workload
 from .workloads.protocol import RemoteAdapter
 
 GUEST_DIR = "/opt/korch"  # the workload's programs are baked into the image under here
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a run does; saved in run.json so that ``--resume`` does exactly the same."""
-
-    experiment: str
-    experiment_file: str
-    variants: tuple[str, ...]  # the sides
-    kernels: dict[str, str]  # side -> variant whose kernel it boots (differs for --aa)
-    baseline: str
-    blocks: int  # each side boots once per block; with until_decisive, the most blocks
-    runs: int  # per boot
-    duration_s: float
-    region_mb: int
-    busy_ms: int
-    procfile: str
-    cpus: int
-    memory: str
-    accel: str
-    seed: int
-    aa: bool
-    headline: str | None = None
-    order_seed: int = 1  # draws the order of the sides in each block
-    smallest_effect_pct: float = 5.0  # the smallest change of the headline worth detecting
-    until_decisive: bool = False  # stop after the first block whose comparison is decisive
-    max_blocks: int | None = None  # with until_decisive: the most blocks to run
-    budget_s: float | None = None  # start no block that would end past this (bench stage)
-    shards: int = 1  # bench jobs the blocks are split into (korch plan --shards)
-    shard: int | None = None  # the one shard this plan runs (1-based); None: every block
-
-    def workload(self) -> dict[str, Any]:
-        return {
-            "name": "maps-contention",
-            "runs": self.runs,
-            "blocks": self.blocks,
-            "duration_s": self.duration_s,
-            "region_mb": self.region_mb,
-            "busy_ms": self.busy_ms,
-            "procfile": self.procfile,
-            "headline": self.headline,
-            "smallest_effect_pct": self.smallest_effect_pct,
-        }
-
-    @property
-    def last_block(self) -> int:
-        """The last block the bench loop may run: ``max_blocks`` bounds a sequential run."""
-        if self.until_decisive and self.max_blocks:
-            return self.max_blocks
-        return self.blocks
-
-    def shard_blocks(self, shard: int) -> range:
-        """The blocks of ``shard`` (1-based) out of :attr:`shards`: contiguous, as even as
-        can be, and whole chunks of k = len(sides) blocks where there are enough, so each
-        shard keeps the balanced order (every side first once per chunk)."""
-        if not 1 <= shard <= self.shards:
-            raise ValueError(f"shard {shard} of {self.shards}")
-        k = max(1, len(self.variants))
-        unit = k if self.blocks >= self.shards * k else 1
-        ends = [0]
-        for i in range(1, self.shards):
-            end = round(i * self.blocks / self.shards / unit) * unit
-            # every shard keeps at least one block
-            end = min(max(end, ends[-1] + 1), self.blocks - (self.shards - i))
-            ends.append(end)
-        ends.append(self.blocks)
-        return range(ends[shard - 1] + 1, ends[shard] + 1)
-
-    @property
-    def own_blocks(self) -> range:
-        """The blocks this plan boots: its shard's, else 1..:attr:`last_block`."""
-        if self.shard is not None:
-            return self.shard_blocks(self.shard)
-        return range(1, self.last_block + 1)
-
-    def design(self) -> dict[str, Any]:
-        """How the runs were laid out, for the statistics: a sequential run (stopped when
-        decisive) needs a stricter level than a fixed number of blocks."""
-        return {
-            "blocks": self.blocks,
-            "runs": self.runs,
-            "order_seed": self.order_seed,
-            "sequential": {"max_blocks": self.last_block} if self.until_decisive else None,
-        }
-
-    def block_order(self, block: int) -> tuple[str, ...]:
-        """The sides in the order they boot in ``block`` (1-based).
-
-        Balanced: blocks come in chunks of k = len(sides); the k blocks of a chunk get the
-        k cyclic rotations of a permutation drawn for the chunk, in a random order, so each
-        side boots first (and in every other position) once per chunk, and a drift along a
-        block cannot favour a side. The draw depends only on the order seed, the chunk and
-        the sides, so extending a run with more blocks leaves earlier blocks as they were.
-        """
-        if block < 1:
-            raise ValueError(f"blocks are numbered from 1 (got {block})")
-        k = len(self.variants)
-        if k < 2:
-            return self.variants
-        chunk, slot = divmod(block - 1, k)
-        rng = random.Random(f"{self.order_seed}:{chunk}")
-        perm = list(self.variants)
-        rng.shuffle(perm)
-        rotations = [tuple(perm[i:] + perm[:i]) for i in range(k)]
-        rng.shuffle(rotations)
-        return rotations[slot]
-
-    def schedule(self) -> list[tuple[str, int]]:
-        """Every boot of blocks 1..blocks as (side, block), in boot order."""
-        return [(side, b) for b in range(1, self.blocks + 1) for side in self.block_order(b)]
-
-
-def boot_id(side: str, block: int) -> str:
-    """A boot's id, the same on every attempt: ``<side>-<block>``."""
-    return f"{side}-{block}"
-
-
-def plan_from_json(saved: dict[str, Any]) -> Plan:
-    """A plan as run.json holds it; plans written before blocks were named ``boots``
-    (boots per variant, which is what a block count is) read as blocks."""
-    fields = dict(saved)
-    fields["variants"] = tuple(fields["variants"])
-    if "boots" in fields:
-        old = fields.pop("boots")
-        fields.setdefault("blocks", old)
-    return Plan(**fields)
-
-
-# command-line values beyond these are typos, not plans (as in the experiment's schema)
-LIMITS = {
-    "--runs": config.MAX_RUNS,
-    "--blocks": config.MAX_BLOCKS,
-    "--max-blocks": config.MAX_BLOCKS,
-    "--duration": config.MAX_DURATION_S,
-}
-
-
-def make_plan(
-    exp: Experiment,
-    *,
-    runs: int | None = None,
-    blocks: int | None = None,
-    duration_s: float | None = None,
-    variants: list[str] | None = None,
-    accel: str | None = None,
-    aa: bool = False,
-    until_decisive: bool = False,
-    max_blocks: int | None = None,
-    budget_s: float | None = None,
-    shards: int | None = None,
-) -> Plan:
-    """The experiment's settings with the command line's overrides applied and checked.
-
-    With ``until_decisive`` the plan's blocks are the most the run may take: ``max_blocks``
-    when given, else the experiment's (or ``--blocks``) number."""
-    w = exp.workload
-    problems = []
-    for name, value in (
-        ("--runs", runs),
-        ("--blocks", blocks),
-        ("--duration", duration_s),
-        ("--max-blocks", max_blocks),
-        ("--budget", budget_s),
-        ("--shards", shards),
-    ):
-        if value is None:
-            continue
-        if not math.isfinite(value) or value <= 0:
-            problems.append(f"{name} must be a finite number greater than zero (got {value})")
-        elif name in LIMITS and value > LIMITS[name]:
-            problems.append(f"{name} must be at most {LIMITS[name]:g} (got {value:g})")
-    if problems:
-        raise UserError("; ".join(problems))
-    if max_blocks is not None and not until_decisive:
-        raise UserError(
-            "--max-blocks bounds a run that stops when decisive",
-            hint="add --until-decisive, or set a fixed number of blocks with --blocks",
-        )
-    n_blocks = blocks or w.blocks
-    if until_decisive:
-        n_blocks = max_blocks or n_blocks
-    if shards is not None and shards > n_blocks:
-        raise UserError(
-            f"--shards {shards} is more than the {n_blocks} blocks to split",
-            hint="every shard needs a block of its own: lower --shards or raise --blocks",
-        )
-    if shards is not None and shards > 1 and until_decisive:
-        raise UserError(
-            "--until-decisive needs every block's results after each block, which separate"
-            " bench jobs do not have",
-            hint="run it with korch run on one machine, or give shards a fixed --blocks",
-        )
-    side_names: tuple[str, ...]
-    if aa:
-        side_names = (exp.baseline, f"{exp.baseline}-aa")
-        kernels = {side_names[0]: exp.baseline, side_names[1]: exp.baseline}
-    else:
-        names = (
-            [exp.variant(v).name for v in variants] if variants else [v.name for v in exp.variants]
-        )
-        side_names = tuple(dict.fromkeys(names))
-        kernels = {n: n for n in side_names}
-    if not aa and len(side_names) > 1 and exp.baseline not in side_names:
-        raise UserError(
-            f"--variant leaves out the baseline {exp.baseline!r}; a comparison needs it",
-            hint=f"add --variant {exp.baseline}",
-        )
-    busy = w.busy_ms
-    if busy != int(busy):
-        raise UserError(
-            f"{exp.path}: workload.busy_ms must be a whole number of milliseconds (got {busy})"
-        )
-    return Plan(
-        experiment=exp.name,
-        experiment_file=str(exp.path),
-        variants=side_names,
-        kernels=kernels,
-        baseline=exp.baseline,
-        blocks=n_blocks,
-        runs=runs or w.runs,
-        duration_s=float(duration_s or w.duration_s),
-        region_mb=w.region_mb,
-        busy_ms=int(busy),
-        procfile=w.procfile,
-        cpus=exp.vm.cpus,
-        memory=exp.vm.memory,
-        accel=accel or exp.vm.accel,
-        seed=1,
-        aa=aa,
-        headline=w.headline,
-        order_seed=1,
-        smallest_effect_pct=float(w.smallest_effect_pct),
-        until_decisive=until_decisive,
-        max_blocks=n_blocks if until_decisive else None,
-        budget_s=float(budget_s) if budget_s is not None else None,
-        shards=shards or 1,
-    )
 
 
 def host_facts() -> dict[str, Any]:
@@ -855,55 +622,6 @@ def host_trouble(exc: BaseException) -> str | None:
     return None
 
 
-def load_plan(rundir: Path, aa: bool = False) -> tuple[Plan, str]:
-    """The plan and reproduce command saved in a run directory (for ``--resume``)."""
-    obj = RunDir(rundir, aa).info()
-    return plan_from_json(obj["plan"]), obj.get("reproduce", "")
-
-
-def extend_run(rundir: Path, plan: Plan, blocks: int, aa: bool = False) -> Plan:
-    """``korch run --resume RUNDIR --blocks N``: raise a run's blocks to N in its run.json
-    (and its matrix cells' run.json) so that the resumed run boots the missing blocks.
-
-    Earlier blocks keep their order (it depends only on the order seed and the block's
-    chunk) and the run keeps its run id; run.json records the extension, and the
-    reproduce command gains ``--blocks N``."""
-    if blocks < plan.blocks:
-        raise UserError(
-            f"--blocks {blocks} is fewer than the {plan.blocks} blocks of the run in {rundir}",
-            hint=f"give --blocks {plan.blocks} or more; a run is extended, never cut",
-        )
-    if blocks == plan.blocks:
-        return plan
-
-    base = RunDir(rundir, aa).base
-    where = [base]
-    for cell in RunDir(rundir, aa).info().get("cells") or {}:
-        if cell != DEFAULT_CELL:
-            where.append(base / CELLS_DIR / cell)
-    for d in where:
-        _extend_plan_file(RunDir(d).plan, blocks)
-    return _extended(plan, blocks)
-
-
-def _extended(plan: Plan, blocks: int) -> Plan:
-    """The plan with ``blocks`` blocks. An extended run is sequential from then on: the
-    decision to add blocks was taken after looking at the first ones, so the statistics must
-    use the level that holds over every look (and the run may stop once decisive)."""
-    return replace(plan, blocks=blocks, until_decisive=True, max_blocks=blocks)
-
-
-def _extend_plan_file(path: Path, blocks: int) -> None:
-    """Rewrite one run.json (atomically) with its plan extended to ``blocks``."""
-    obj = RunDir(path.parent).info()  # with the run id fixed before the plan changes
-    old = plan_from_json(obj["plan"])
-    obj["plan"] = asdict(_extended(old, blocks))
-    obj["extended"] = [*obj.get("extended", []), {"blocks": [old.blocks, blocks], "at": now()}]
-    if obj.get("reproduce"):
-        obj["reproduce"] = shlex.join([*shlex.split(obj["reproduce"]), "--blocks", str(blocks)])
-    write_json(path, obj)
-
-
 def load_experiment(rundir: Path, plan: Plan, aa: bool = False) -> Experiment:
     """The experiment a saved plan was made from, for the build stage.
 
@@ -912,7 +630,6 @@ def load_experiment(rundir: Path, plan: Plan, aa: bool = False) -> Experiment:
     installed elsewhere). The copy in RUNDIR/experiment.yaml is not enough to build: the
     patches it names are relative to the original file.
     """
-    from . import config
 
     recorded = RunDir(rundir, aa).info().get("experiment_sha256")
     exp_file = Path(plan.experiment_file)
@@ -935,7 +652,6 @@ def load_experiment(rundir: Path, plan: Plan, aa: bool = False) -> Experiment:
 def load_bench_experiment(rundir: Path, plan: Plan, aa: bool = False) -> Experiment:
     """The experiment for booting only: the original file if present, else RUNDIR's copy
     (booting needs its vm settings, never its patches)."""
-    from . import config
 
     with contextlib.suppress(UserError):
         return load_experiment(rundir, plan, aa)
@@ -953,96 +669,60 @@ def reproduce_command(argv: list[str]) -> str:
     return shlex.join(["korch", *argv])
 
 
-def with_overrides(plan: Plan, **kw: Any) -> Plan:
-    return replace(plan, **{k: v for k, v in kw.items() if v is not None})
-
-
-DURATION_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """``30m``, ``90s``, ``1h`` or plain seconds (``600``, ``12.5``), as seconds."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([smh]?)\s*", text)
-    if m is None or float(m.group(1)) <= 0:
-        raise UserError(
-            f"--budget {text!r} is not a duration",
-            hint="give a positive number of seconds, or one with a unit: 90s, 30m, 1h",
-        )
-    return float(m.group(1)) * DURATION_UNITS[m.group(2)]
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest of ``1h``, ``30m``, ``90s`` that says ``seconds`` exactly."""
-    for unit in ("h", "m"):
-        if seconds % DURATION_UNITS[unit] == 0:
-            return f"{seconds / DURATION_UNITS[unit]:g}{unit}"
-    return f"{seconds:g}s"
-
-
 # ---------------------------------------------------------------- command line
 
 
-def plan_for_args(exp: Experiment, args: Any) -> Plan:
-    """The plan for ``exp`` with the overrides of ``korch run`` or ``korch plan`` applied."""
-    budget = getattr(args, "budget", None)
-    return make_plan(
-        exp,
-        runs=args.runs,
-        blocks=args.blocks,
-        duration_s=args.duration,
-        variants=args.variant,
-        accel=args.accel,
-        aa=getattr(args, "aa", False),
-        until_decisive=getattr(args, "until_decisive", False),
-        max_blocks=getattr(args, "max_blocks", None),
-        budget_s=parse_duration(budget) if budget is not None else None,
-        shards=getattr(args, "shards", None),
-    )
+@dataclass(frozen=True)
+class RunRequest:
+    """What ``korch run`` was asked: a new run of an experiment, or ``--resume`` of one.
+
+    ``experiment`` None is the embedded default; ``argv`` is the command line after
+    ``korch`` (for the reproduce command); with ``resume`` only ``overrides.blocks`` may be
+    given (it extends the run) and the rest comes from the run directory.
+    """
+
+    experiment: Path | None = None
+    overrides: Overrides = field(default_factory=Overrides)
+    out: Path | None = None
+    resume: Path | None = None
+    argv: tuple[str, ...] = ()
+    fail_on: str = "regression"
 
 
-# the options of korch run that change a plan, which --resume takes from the run directory
-# (--blocks is the exception: it extends the run)
-RESUME_REFUSES = (
-    "experiment", "runs", "duration", "variant", "accel", "out", "until_decisive",
-    "max_blocks", "budget", "shards",
-)  # fmt: skip
-
-
-def plan_from_args(args: Any, argv: list[str]) -> tuple[Experiment, Plan, Path, str]:
-    """Resolve the experiment, plan and run directory from ``korch run`` arguments."""
+def plan_from_request(req: RunRequest) -> tuple[Experiment, Plan, Path, str]:
+    """Resolve the experiment, plan and run directory of a ``korch run``."""
     from . import config
 
-    if args.resume:
-        rundir = Path(args.resume)
-        overrides = [n for n in RESUME_REFUSES if getattr(args, n, None)]
-        if overrides:
-            names = [
-                "EXPERIMENT" if o == "experiment" else "--" + o.replace("_", "-") for o in overrides
-            ]
+    o = req.overrides
+    if req.resume is not None:
+        rundir = req.resume
+        refused = (["EXPERIMENT"] if req.experiment else []) + o.given()
+        refused += ["--out"] if req.out else []
+        if refused:
             raise UserError(
-                f"--resume takes the settings saved in {rundir}; drop {', '.join(names)}",
+                f"--resume takes the settings saved in {rundir}; drop {', '.join(refused)}",
                 hint="--blocks N is the one setting a resumed run takes: it extends the run",
             )
-        plan, reproduce = load_plan(rundir, args.aa)
-        exp = load_experiment(rundir, plan, args.aa)  # before extending: it must still be there
-        if getattr(args, "blocks", None) is not None:
-            plan = extend_run(rundir, plan, args.blocks, args.aa)
-            reproduce = RunDir(rundir, args.aa).info().get("reproduce", reproduce)
+        plan, reproduce = load_plan(rundir, o.aa)
+        exp = load_experiment(rundir, plan, o.aa)  # before extending: it must still be there
+        if o.blocks is not None:
+            plan = extend_run(rundir, plan, o.blocks, o.aa)
+            reproduce = RunDir(rundir, o.aa).info().get("reproduce", reproduce)
         return exp, plan, rundir, reproduce
-    exp = config.load(Path(args.experiment)) if args.experiment else config.load_default()
-    plan = plan_for_args(exp, args)
-    rundir = Path(args.out) if args.out else default_rundir(exp, args.aa)
+    exp = config.load(req.experiment) if req.experiment else config.load_default()
+    plan = plan_for(exp, o)
+    rundir = req.out or default_rundir(exp, o.aa)
     # the reproduce command names the run directory even when korch chose it
-    full = argv if args.out else [*argv, "--out", str(rundir)]
+    full = list(req.argv) if req.out else [*req.argv, "--out", str(rundir)]
     return exp, plan, rundir, reproduce_command(full)
 
 
-def main(args: Any, console: Any) -> int:
+def main(req: RunRequest, console: Any) -> int:
     """``korch run``: the whole pipeline, then the report; returns the exit code."""
     from . import report, stats
     from .ui import progress_for
 
-    exp, plan, rundir, reproduce = plan_from_args(args, args.argv)
+    exp, plan, rundir, reproduce = plan_from_request(req)
     console.print(f"run directory: {rundir}")
     baseline = plan.variants[0] if plan.aa else plan.baseline
 
@@ -1100,4 +780,4 @@ def main(args: Any, console: Any) -> int:
         + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
         + f"\nreports written to {out}"
     )
-    return report.exit_code(comparison, getattr(args, "fail_on", "regression"))
+    return report.exit_code(comparison, req.fail_on)

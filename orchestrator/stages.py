@@ -40,8 +40,9 @@ from . import build
 from .config import Experiment
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, UserError
 from .fsutil import sha256_file, stable_hash
+from .plan import Plan, load_plan
 from .results import ResultsFile
-from .run import Plan, Runner, load_bench_experiment, load_experiment, load_plan
+from .run import Runner, RunRequest, load_bench_experiment, load_experiment
 from .rundir import (
     CELLS_DIR,
     DEFAULT_CELL,
@@ -387,30 +388,30 @@ def stage_reproduce(argv: list[str]) -> str:
     return shlex.join(["korch", "run", "--matrix", *rest])
 
 
-def run_matrix(args: Any, console: Any) -> int:
+def run_matrix(req: RunRequest, console: Any) -> int:
     """``korch run --matrix``: plan, then every build, bench and report job of the CI
     workflow one after another on this machine, through the same stage functions."""
     import time
 
     from . import report, stats
     from .fsutil import write_json
-    from .run import plan_from_args
+    from .run import plan_from_request
     from .ui import progress_for
 
-    if getattr(args, "aa", False):
+    o = req.overrides
+    if o.aa:
         raise UserError(
             "--matrix and --aa do not go together",
             hint="use korch run --aa, or korch plan --aa and the stage commands",
         )
-    sequential = [o for o in ("until_decisive", "max_blocks", "budget") if getattr(args, o, None)]
+    sequential = [f for f in o.given() if f in ("--until-decisive", "--max-blocks", "--budget")]
     if sequential:
         raise UserError(
             f"--matrix runs the bench jobs one by one, so it cannot stop on the whole"
-            f" comparison or a shared time budget; drop"
-            f" {', '.join('--' + o.replace('_', '-') for o in sequential)}",
+            f" comparison or a shared time budget; drop {', '.join(sequential)}",
             hint="use korch run without --matrix",
         )
-    exp, plan, rundir, reproduce = plan_from_args(args, args.argv)
+    exp, plan, rundir, reproduce = plan_from_request(req)
     console.print(f"run directory: {rundir}")
     timings: dict[str, float] = {}
     start = time.monotonic()
@@ -439,7 +440,7 @@ def run_matrix(args: Any, console: Any) -> int:
         expand_inputs([c.dir(rundir) for c in cell_list]),
         None,
         options,
-        getattr(args, "fail_on", "regression"),
+        req.fail_on,
     )
     timings["report"] = time.monotonic() - t
     timings["total"] = time.monotonic() - start

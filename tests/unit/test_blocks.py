@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from orchestrator import build, cli, config, run, rundir
+from orchestrator import plan as plans
 from orchestrator.errors import (
     EXIT_GUEST,
     EXIT_OK,
@@ -43,7 +44,7 @@ workload: {runs: 2, blocks: 3, duration_s: 2}
 """
 
 
-def plan_of(sides: tuple[str, ...], blocks: int = 6, seed: int = 1, **kw: Any) -> run.Plan:
+def plan_of(sides: tuple[str, ...], blocks: int = 6, seed: int = 1, **kw: Any) -> plans.Plan:
     fields: dict[str, Any] = dict(
         experiment="demo", experiment_file="exp.yaml", variants=sides,
         kernels={s: s for s in sides}, baseline=sides[0], blocks=blocks, runs=2,
@@ -51,7 +52,7 @@ def plan_of(sides: tuple[str, ...], blocks: int = 6, seed: int = 1, **kw: Any) -
         accel="tcg", seed=1, aa=False, order_seed=seed,
     )  # fmt: skip
     fields.update(kw)
-    return run.Plan(**fields)
+    return plans.Plan(**fields)
 
 
 def exp_file(tmp_path: Path, text: str = EXPERIMENT) -> Path:
@@ -116,27 +117,27 @@ def test_korch_plan_writes_blocks_and_the_order_seed(tmp_path: Path, capsys) -> 
     saved = json.loads((rundir / "run.json").read_text())["plan"]
     assert saved["blocks"] == 5 and saved["order_seed"] == 1 and "boots" not in saved
     assert saved["smallest_effect_pct"] == 5.0 and saved["until_decisive"] is False
-    plan, _ = run.load_plan(rundir)
+    plan, _ = plans.load_plan(rundir)
     assert plan.workload()["blocks"] == 5 and "boots" not in plan.workload()
     assert plan.design() == {"blocks": 5, "runs": 2, "order_seed": 1, "sequential": None}
     # --boots is the old name of --blocks
     other = tmp_path / "old"
     assert cli.main(["plan", str(f), "--out", str(other), "--boots", "4"]) == EXIT_OK
-    assert run.load_plan(other)[0].blocks == 4
+    assert plans.load_plan(other)[0].blocks == 4
     assert "--boots" not in cli.parser().format_help()
 
 
 def test_a_run_json_with_boots_still_loads(tmp_path: Path) -> None:
     f = exp_file(tmp_path)
     exp = config.load(f)
-    plan = run.make_plan(exp)
+    plan = plans.make_plan(exp)
     # a plan as korch wrote it before blocks: "boots", none of the newer fields
     new_fields = ("order_seed", "smallest_effect_pct", "until_decisive", "max_blocks", "budget_s")
     old = {k: v for k, v in asdict(plan).items() if k not in new_fields}
     old["boots"] = old.pop("blocks")
     rundir = tmp_path / "run"
     write_json(rundir / "run.json", {"plan": old, "reproduce": "korch run", "created": "x"})
-    loaded, reproduce = run.load_plan(rundir)
+    loaded, reproduce = plans.load_plan(rundir)
     assert loaded.blocks == 3 and loaded.order_seed == 1 and reproduce == "korch run"
     assert loaded == plan
     # the same settings again in that directory are the same run
@@ -157,7 +158,7 @@ def test_experiment_keys_blocks_boots_and_smallest_effect(tmp_path: Path) -> Non
         exp_file(tmp_path, EXPERIMENT.replace("blocks: 3", "blocks: 3, smallest_effect_pct: 2.5"))
     )
     assert effect.workload.smallest_effect_pct == 2.5
-    assert run.make_plan(effect).workload()["smallest_effect_pct"] == 2.5
+    assert plans.make_plan(effect).workload()["smallest_effect_pct"] == 2.5
     for bad, says in (
         ("0", "must be between 0 and 100 (percent) (got 0)"),
         ("100", "must be between 0 and 100 (percent) (got 100)"),
@@ -186,14 +187,14 @@ def test_the_default_experiment_spends_its_repetitions_on_boots() -> None:
     [("30m", 1800.0), ("90s", 90.0), ("1h", 3600.0), ("600", 600.0), ("2.5m", 150.0)],
 )
 def test_budget_durations(text: str, seconds: float) -> None:
-    assert run.parse_duration(text) == seconds
-    assert run.parse_duration(run.format_duration(seconds)) == seconds
+    assert plans.parse_duration(text) == seconds
+    assert plans.parse_duration(plans.format_duration(seconds)) == seconds
 
 
 @pytest.mark.parametrize("text", ["soon", "0", "-5m", "1d", "m", ""])
 def test_bad_budgets_are_usage_errors(text: str) -> None:
     with pytest.raises(UserError, match="is not a duration") as info:
-        run.parse_duration(text)
+        plans.parse_duration(text)
     assert "30m" in (info.value.hint or "")
 
 
@@ -219,11 +220,11 @@ def test_sequential_options_are_checked_before_anything_runs(tmp_path: Path, cap
     assert "drop --until-decisive" in capsys.readouterr().err
     exp = config.load(Path(f))
     args = cli.parser().parse_args(["run", f, "--until-decisive", "--max-blocks", "9"])
-    plan = run.plan_for_args(exp, args)
+    plan = plans.plan_for(exp, cli._overrides(args))
     assert plan.until_decisive and plan.blocks == plan.max_blocks == plan.last_block == 9
     assert plan.design()["sequential"] == {"max_blocks": 9}
     args = cli.parser().parse_args(["run", f, "--budget", "30m"])
-    assert run.plan_for_args(exp, args).budget_s == 1800.0
+    assert plans.plan_for(exp, cli._overrides(args)).budget_s == 1800.0
 
 
 # ---------------------------------------------------------------- the loop, with fake boots
@@ -251,7 +252,7 @@ class Bench:
     """Runners whose guest image, accelerator and boots are fakes: a boot records itself in
     :attr:`boots`, appends its missing runs and takes ``boot_s`` on the run module's clock."""
 
-    def __init__(self, monkeypatch, tmp_path: Path, plan: run.Plan, boot_s: float = 10.0):
+    def __init__(self, monkeypatch, tmp_path: Path, plan: plans.Plan, boot_s: float = 10.0):
         self.exp = config.load(exp_file(tmp_path))
         self.rundir = tmp_path / "run"
         self.clock = Clock()
@@ -267,7 +268,7 @@ class Bench:
             return None
 
         def one_boot(self: run.Runner, res, kernel, img, decision, block, position) -> None:
-            this = run.boot_id(res.variant, block)
+            this = plans.boot_id(res.variant, block)
             if this == bench.fail_at:
                 raise run.Interrupted("stopped by SIGTERM")
             bench.boots.append((res.variant, block, position))
@@ -307,7 +308,7 @@ class Bench:
         return sorted({b for _, b, _ in self.boots})
 
 
-def sequential(blocks: int = 8, **kw: Any) -> run.Plan:
+def sequential(blocks: int = 8, **kw: Any) -> plans.Plan:
     return plan_of(("base", "cand"), blocks=blocks, until_decisive=True, max_blocks=blocks, **kw)
 
 
@@ -387,7 +388,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(monkeypatch, tmp_path: Path
     plan = plan_of(("base", "cand"), blocks=3, seed=4)
     bench = Bench(monkeypatch, tmp_path, plan)
     second = plan.block_order(2)[1]
-    bench.fail_at = run.boot_id(second, 2)
+    bench.fail_at = plans.boot_id(second, 2)
     with pytest.raises(run.Interrupted):
         bench.run()
     for side in plan.variants:
@@ -411,14 +412,15 @@ def test_a_run_is_extended_with_more_blocks(monkeypatch, tmp_path: Path) -> None
     bench.run()
     before = json.loads((bench.rundir / "run.json").read_text())
     with pytest.raises(UserError, match="fewer than the 2 blocks"):
-        run.extend_run(bench.rundir, plan, 1)
+        plans.extend_run(bench.rundir, plan, 1)
     args = cli.parser().parse_args(["run", "--resume", str(bench.rundir), "--blocks", "4"])
-    _, longer, _, reproduce = run.plan_from_args(args, ["run"])
+    args.argv = ["run"]
+    _, longer, _, reproduce = run.plan_from_request(cli._run_request(args))
     assert longer.blocks == 4 and reproduce.endswith("--blocks 4")
     after = json.loads((bench.rundir / "run.json").read_text())
     assert after["run_id"] == before["run_id"] and after["plan"]["blocks"] == 4
     assert after["extended"][0]["blocks"] == [2, 4]
-    assert run.load_plan(bench.rundir)[0] == longer
+    assert plans.load_plan(bench.rundir)[0] == longer
     bench.plan = longer
     bench.boots.clear()
     results = bench.run()
@@ -430,8 +432,9 @@ def test_a_run_is_extended_with_more_blocks(monkeypatch, tmp_path: Path) -> None
     assert results["base"].provenance["design"]["sequential"] == {"max_blocks": 4}
     # other settings stay refused with --resume
     args = cli.parser().parse_args(["run", "--resume", str(bench.rundir), "--until-decisive"])
+    args.argv = ["run"]
     with pytest.raises(UserError, match="drop --until-decisive"):
-        run.plan_from_args(args, ["run"])
+        run.plan_from_request(cli._run_request(args))
 
 
 # ---------------------------------------------------------------- what one boot records
@@ -534,7 +537,7 @@ def test_the_resume_hint_only_where_resuming_helps(
     args.argv = ["run", "--out", str(rundir)]
     out = io.StringIO()
     with pytest.raises(type(error)):
-        run.main(args, Console(file=out, width=200))
+        run.main(cli._run_request(args), Console(file=out, width=200))
     assert ("finish with: korch run --resume" in out.getvalue()) == hint
 
 
@@ -543,7 +546,7 @@ def test_a_boot_that_times_out_is_booted_once_more(monkeypatch, tmp_path: Path) 
     # the same kernel boots in seconds the next time, and the stalled boot measured nothing
     plan = plan_of(("base", "cand"), blocks=2, seed=7)
     bench = Bench(monkeypatch, tmp_path, plan)
-    bench.timeouts = {run.boot_id("cand", 1): 1}
+    bench.timeouts = {plans.boot_id("cand", 1): 1}
     results = bench.run()
     cand = results["cand"]
     assert cand.status == "complete" and len(cand.runs) == 2 * plan.runs
@@ -551,7 +554,7 @@ def test_a_boot_that_times_out_is_booted_once_more(monkeypatch, tmp_path: Path) 
     assert [(b["attempt"], b.get("error")) for b in tries] == [(1, "timed out"), (2, None)]
     # a kernel that really does not boot fails the second attempt too: the run stops
     bench = Bench(monkeypatch, tmp_path / "again", plan)
-    bench.timeouts = {run.boot_id("cand", 1): 2}
+    bench.timeouts = {plans.boot_id("cand", 1): 2}
     with pytest.raises(BootTimeout):
         bench.run()
 
@@ -574,7 +577,7 @@ def test_an_rcu_stall_from_a_starving_host_is_booted_once_more(monkeypatch, tmp_
     # past the 21 s stall timeout: the stall report shows RCU's own kthread kept from running
     plan = plan_of(("base", "cand"), blocks=2, seed=7)
     bench = Bench(monkeypatch, tmp_path, plan)
-    bench.failures = {run.boot_id("base", 2): [_stall(STARVED)]}
+    bench.failures = {plans.boot_id("base", 2): [_stall(STARVED)]}
     results = bench.run()
     base = results["base"]
     assert base.status == "complete" and len(base.runs) == 2 * plan.runs
@@ -582,7 +585,7 @@ def test_an_rcu_stall_from_a_starving_host_is_booted_once_more(monkeypatch, tmp_
     assert [b for b, n, _ in bench.boots if b == "base" and n == 2] == ["base", "base"]
     # it happens again on the second boot: the run stops, with the guest's exit code
     bench = Bench(monkeypatch, tmp_path / "twice", plan)
-    bench.failures = {run.boot_id("base", 2): [_stall(STARVED), _stall(STARVED)]}
+    bench.failures = {plans.boot_id("base", 2): [_stall(STARVED), _stall(STARVED)]}
     with pytest.raises(GuestError) as info:
         bench.run()
     assert info.value.exit_code == EXIT_GUEST
@@ -592,7 +595,7 @@ def test_an_rcu_stall_of_the_kernel_itself_stops_the_run(monkeypatch, tmp_path: 
     # a CPU stuck in the kernel under test: no second boot, the run stops at once
     plan = plan_of(("base", "cand"), blocks=2, seed=7)
     bench = Bench(monkeypatch, tmp_path, plan)
-    bench.failures = {run.boot_id("cand", 1): [_stall(None)]}
+    bench.failures = {plans.boot_id("cand", 1): [_stall(None)]}
     with pytest.raises(GuestError):
         bench.run()
     assert [b for b, n, _ in bench.boots if b == "cand"] == ["cand"]  # no second boot

@@ -103,3 +103,19 @@ def test_the_checks_and_the_low_modules_do_not_reach_the_runner() -> None:
     for low in ("checks", "results", "metrics", "process", "fsutil", "errors", "rundir"):
         reached = _reaches(graph, f"orchestrator.{low}")
         assert "orchestrator.run" not in reached and "orchestrator.cli" not in reached, low
+
+
+def test_the_library_takes_typed_arguments_not_the_command_line() -> None:
+    # cli.py turns argparse's namespace into typed requests (RunRequest, Overrides,
+    # BisectRequest); below it no function takes "args" (a *args of strings is fine)
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                names = [a.arg for a in (*node.args.posonlyargs, *node.args.args)]
+                names += [a.arg for a in node.args.kwonlyargs]
+                if "args" in names:
+                    found.append(f"{_module(path)}.{node.name}")
+    assert found == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import build, config, run, stages
+from orchestrator import plan as plans
 from orchestrator.cli import main
 from orchestrator.errors import (
     EXIT_INCONCLUSIVE,
@@ -67,7 +68,7 @@ def test_matrix_section_and_cells(tmp_path: Path) -> None:
         "cpus-4_procfile-smaps",
     ]
     assert got[1].settings == {"vm.cpus": 2, "workload.procfile": "smaps"}
-    plan = stages.cell_plan(run.make_plan(exp), got[3])
+    plan = stages.cell_plan(plans.make_plan(exp), got[3])
     assert plan.cpus == 4 and plan.procfile == "smaps" and plan.runs == 3
     assert got[0].dir(tmp_path) == tmp_path / "cells" / "cpus-2_procfile-maps"
     assert stages.cells(experiment(tmp_path)) == [stages.Cell("default", {})]
@@ -229,8 +230,8 @@ def test_the_build_stage_needs_the_planned_experiment(tmp_path: Path) -> None:
     exp_file.write_text(EXPERIMENT)
     rundir = tmp_path / "run"
     exp = config.load(exp_file)
-    stages.plan_stage(exp, run.make_plan(exp), rundir, "korch plan")
-    plan, _ = run.load_plan(rundir)
+    stages.plan_stage(exp, plans.make_plan(exp), rundir, "korch plan")
+    plan, _ = plans.load_plan(rundir)
     assert run.load_experiment(rundir, plan).name == "demo"
     exp_file.write_text(EXPERIMENT.replace("cpus: 2", "cpus: 3"))
     with pytest.raises(UserError, match="changed since the run"):
@@ -245,11 +246,11 @@ def test_the_build_stage_needs_the_planned_experiment(tmp_path: Path) -> None:
 def test_the_default_experiment_is_found_from_another_install(tmp_path: Path) -> None:
     exp = config.load_default()
     rundir = tmp_path / "run"
-    stages.plan_stage(exp, run.make_plan(exp), rundir, "korch plan")
+    stages.plan_stage(exp, plans.make_plan(exp), rundir, "korch plan")
     info = json.loads((rundir / "run.json").read_text())
     info["plan"]["experiment_file"] = "/elsewhere/site-packages/maps-contention.yaml"
     write_json(rundir / "run.json", info)
-    plan, _ = run.load_plan(rundir)
+    plan, _ = plans.load_plan(rundir)
     assert run.load_experiment(rundir, plan).path == config.default_experiment_path()
 
 

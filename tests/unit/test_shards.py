@@ -12,9 +12,9 @@ import pytest
 from orchestrator import rundir, stages
 from orchestrator.cli import main
 from orchestrator.errors import EXIT_OK, EXIT_USAGE, UserError
+from orchestrator.plan import Plan
 from orchestrator.report.synthetic import provenance, synthetic_results
 from orchestrator.results import ResultsFile
-from orchestrator.run import Plan
 from orchestrator.stats import StatsOptions, compare
 from tests.unit.test_blocks import EXPERIMENT as BLOCKS_EXPERIMENT
 
