@@ -29,7 +29,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..metrics import METRICS, Metric
-from . import VariantData, share_above_rows
+from .histograms import share_above_rows
+from .values import VariantData
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

@@ -59,9 +59,11 @@ import numpy as np
 
 from ..metrics import METRIC_BY_KEY, METRICS, Metric
 from ..results import ResultsFile
-from . import Verdict, extract, variance_split
 from . import inference as inf
 from .boots import BootValues, log_scale, worst_value
+from .options import Verdict
+from .summary import variance_split
+from .values import extract
 from .verdicts import DECISIVE, MetricComparison, adjust_exploratory, compare_metric, decide
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]

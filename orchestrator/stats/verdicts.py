@@ -40,22 +40,13 @@ from ..checks import CheckGate, gate
 from ..errors import UserError
 from ..metrics import METRIC_BY_KEY, METRICS, Metric, metric
 from ..results import ResultsFile
-from . import (
-    DEFAULT_HEADLINE,
-    Difference,
-    StatsOptions,
-    Summary,
-    VariantData,
-    Verdict,
-    _baseline,
-    _is_emulated,
-    comparability,
-    extract,
-    holm,
-    summarize,
-)
 from . import inference as inf
 from .boots import BootValues, boot_values, log_scale, pair
+from .comparability import Difference, _baseline, _is_emulated, comparability
+from .options import DEFAULT_HEADLINE, StatsOptions, Verdict
+from .resampling import holm
+from .summary import Summary, summarize
+from .values import VariantData, extract
 
 DECISIVE = frozenset({Verdict.IMPROVED, Verdict.REGRESSED, Verdict.EQUIVALENT})
 
