@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .additions import DEFAULT_DIR, PACKAGE_NAME, GuestFile, GuestSpec, guest_path_problem
 from .checks import TEST_NAME, CheckSpec
 from .errors import ConfigError
 
@@ -129,6 +130,8 @@ class Experiment:
     matrix: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     # correctness checks run in every boot after the timed runs (orchestrator/checks.py)
     checks: tuple[CheckSpec, ...] = ()
+    # files and packages added to the guest image (orchestrator/additions.py)
+    guest: GuestSpec = field(default_factory=GuestSpec)
 
     def source_of(self, variant: str) -> SourceSpec:
         """The kernel source a variant builds from: its own, else ``kernel.source``."""
@@ -646,7 +649,7 @@ def loads(text: str, path: Path) -> Experiment:
         "",
         {
             "schema": True, "name": True, "kernel": True, "variants": True, "baseline": False,
-            "vm": False, "workload": False, "matrix": False, "checks": False,
+            "vm": False, "workload": False, "matrix": False, "checks": False, "guest": False,
         },
     )  # fmt: skip
     if top is None:
@@ -760,6 +763,7 @@ def loads(text: str, path: Path) -> Experiment:
     _region_fits(c, top, vm, workload)
     matrix = _section_matrix(c, top.get("matrix"), len(variants))
     checks = _section_checks(c, top["checks"]) if "checks" in top else ()
+    guest = _section_guest(c, top["guest"], base) if "guest" in top else GuestSpec()
     if c.problems or source is None or name is None:
         raise ConfigError(c.problems or [f"{path}: incomplete experiment"])
     return Experiment(
@@ -776,7 +780,49 @@ def loads(text: str, path: Path) -> Experiment:
         arch=arch,
         matrix=matrix,
         checks=checks,
+        guest=guest,
     )
+
+
+def _section_guest(c: _Checker, node: yaml.Node, base: Path) -> GuestSpec:
+    """``guest: {files, packages}``: what the experiment adds to the guest image."""
+    m = c.mapping(node, "guest", {"files": False, "packages": False})
+    if m is None:
+        return GuestSpec()
+    files: list[GuestFile] = []
+    if "files" in m:
+        if not isinstance(m["files"], yaml.SequenceNode):
+            c.problem(m["files"], "guest.files", f"expected a list, got {c.kind_of(m['files'])}")
+        else:
+            for i, item in enumerate(m["files"].value):
+                kp = f"guest.files[{i}]"
+                if isinstance(item, yaml.ScalarNode):
+                    host_text, guest_path = c.string(item, kp), None
+                else:
+                    f = c.mapping(item, kp, {"host": True, "guest": True})
+                    if f is None or "host" not in f or "guest" not in f:
+                        continue
+                    host_text = c.string(f["host"], f"{kp}.host")
+                    guest_path = c.string(
+                        f["guest"], f"{kp}.guest", lambda v: guest_path_problem(v)
+                    )
+                    if guest_path is None:
+                        continue
+                if host_text is None:
+                    continue
+                host = (base / host_text).resolve()
+                if not host.exists():
+                    c.problem(item, kp, f"{host} does not exist")
+                    continue
+                files.append(GuestFile(host, guest_path or f"{DEFAULT_DIR}/{host.name}"))
+    packages: list[str] = []
+    if "packages" in m:
+        for name, item in c.string_list(m["packages"], "guest.packages") or ():
+            if not PACKAGE_NAME.match(name):
+                c.problem(item, "guest.packages", f"not a Debian package name: {name!r}")
+            else:
+                packages.append(name)
+    return GuestSpec(tuple(files), tuple(packages))
 
 
 def _check_name(value: Any) -> str | None:

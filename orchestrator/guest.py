@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import build, vm
+from . import additions, build, vm
 from .config import Experiment, VmSpec
 from .fsutil import cache_root
 from .ui import progress_for
@@ -48,12 +48,14 @@ def boot_variant(
     exp.variant(name)  # an unknown name is a ConfigError that lists the variants
     if not command:
         vm.require_terminal()  # before a build, not after it
+    extra = additions.guest_files(exp.guest)  # a package not installed: said before a build
     with progress_for(console) as progress:
         built = build.Builder(exp, cache_root(), progress).build_all([name])[name]
     return vm.boot_and_run(
         built.bzimage,
         " ".join(command) if command else None,
         config=vm_config(exp.vm, accel=accel),
+        extra_files=extra or None,
         workdir=workdir,
         timeout=timeout,
         echo_console=show_console,

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, build, checks, config, hostwatch, image, kconfig, process, vm
+from . import __version__, additions, build, checks, config, hostwatch, image, kconfig, process, vm
 from .config import Experiment
 from .errors import BootTimeout, GuestError, Interrupted, KorchError, UserError
 from .fsutil import (
@@ -144,6 +144,7 @@ class Runner:
     def prepare(self, extra: dict[str, Any] | None = None) -> None:
         """The plan stage: write run.json (the plan, ``extra`` keys) and experiment.yaml.
         A run directory that already holds the same plan is left as it is."""
+        additions.guest_files(self.exp.guest)  # a guest package not installed: said first
         self.dirs.base.mkdir(parents=True, exist_ok=True)
         if self.dirs.plan.exists():
             saved = plan_from_json(json.loads(self.dirs.plan.read_text())["plan"])
@@ -205,6 +206,7 @@ class Runner:
         self.progress.stage("(image)", "workload programs and guest image")
         binaries = compile_workload(self.cache)
         extra = {f"{GUEST_DIR}/bin/{name}": path for name, path in binaries.items()}
+        extra = additions.merge(extra, additions.guest_files(self.exp.guest))
         img = image.build_image(extra, cache=self.cache)
         self.timings["image"] = time.monotonic() - start
         return img
@@ -279,6 +281,10 @@ class Runner:
                 "reproduce": self.reproduce,
                 "workload": self.plan.workload(),
                 "checks": [spec.to_json() for spec in self.exp.checks],
+                "guest_additions": {
+                    "packages": list(self.exp.guest.packages),
+                    "files": {f.guest: str(f.host) for f in self.exp.guest.files},
+                },
                 "design": self.plan.design(),
                 **self.run_identity(),
             }

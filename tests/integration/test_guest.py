@@ -245,3 +245,28 @@ def test_signals_stop_the_guest(
             child.kill()
             child.wait()
     assert not Path(f"/proc/{qemu_pid}").exists()
+
+
+def test_an_experiments_guest_additions_run_in_the_guest(
+    guest_kernel: Path, tmp_path: Path
+) -> None:
+    # guest: {files, packages} through korch boot: a host file and an installed Debian
+    # package with its shared libraries (ccache: libzstd, libhiredis, libstdc++)
+    from orchestrator import config
+
+    (tmp_path / "note.txt").write_text("added by the experiment\n")
+    default = config.default_experiment_path()
+    text = default.read_text().replace("patches/", f"{default.parent}/patches/")
+    exp = tmp_path / "e.yaml"
+    exp.write_text(
+        text + "guest:\n  files: [{host: note.txt, guest: /srv/note.txt}]\n  packages: [ccache]\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "boot", str(exp), "--accel", "tcg", "--",
+         "ccache --version | head -1; cat /srv/note.txt"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"^ccache version \d", res.stdout, re.M), res.stdout
+    assert "added by the experiment" in res.stdout
+    assert not vm.live_pids()
