@@ -150,6 +150,8 @@ def test_workflow_stages_match_a_single_run(
             res = ResultsFile.load(upload / "results" / f"{v}.json")
             # (a boot that stalled and was booted once more is a second attempt, same block)
             assert {b["block"] for b in res.boots} == {shard}, (v, res.boots)
+            # the correctness check's program came with the build job's kernels
+            assert res.boots[-1]["checks"]["proc/proc-maps-race"]["status"] == "pass", res.boots
             assert res.provenance["shard"] == {"index": shard, "of": 2, "blocks": [shard, shard]}
         # on a machine without the kernel source or the build cache
         machine = {p.name for p in (job.workspace / ".korch-cache").iterdir()}
