@@ -23,11 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from . import process
 from .errors import BuildError, CommandError, SSHTimeout, UserError
 from .fsutil import atomic_write
+from .workloads.protocol import Remote
 
 SELFTESTS = Path("tools") / "testing" / "selftests"
 GUEST_DIR = "/tmp/korch-checks"
@@ -265,12 +266,6 @@ def classify(exit_code: int | None, output: str, seconds: float, timeout_s: floa
 
 
 # ---------------------------------------------------------------- in the guest
-
-
-class Remote(Protocol):
-    def run(self, cmd: str, timeout: float) -> tuple[int, str, str]: ...
-
-    def put(self, local: Path, remote: str) -> None: ...
 
 
 def run_checks(
