@@ -41,7 +41,7 @@ from . import build, config, run, series
 from . import plan as plans
 from .config import Experiment, Variant
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, KorchError, UserError
-from .fsutil import cache_root, write_json
+from .fsutil import cache_root, now, write_json
 from .metrics import METRIC_BY_KEY
 from .results import ResultsFile
 from .rundir import RunDir
@@ -238,7 +238,7 @@ class Bisect:
             "schema": SCHEMA,
             "settings": mine,
             "reproduce": self.reproduce,
-            "created": plans.now(),
+            "created": now(),
         }
         self.state["range"] = {
             "variant": self.settings.variant,
@@ -387,7 +387,7 @@ class Bisect:
             for k, vals in v.items():
                 per.setdefault(k, []).extend(vals)
         self.state["values"] = per
-        self.state["finished"] = plans.now()
+        self.state["finished"] = now()
         self.save()
 
 

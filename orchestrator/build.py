@@ -29,6 +29,7 @@ from .fsutil import (
     atomic_copy,
     atomic_write,
     locked,
+    now,
     publish_dir,
     sha256_file,
     sha256_text,
@@ -616,7 +617,7 @@ class Builder:
                 "python": platform.python_version(),
                 "jobs": jobs(),
             },
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "built_at": now(),
             "make_command": process.display(
                 argv, env={k: v for k, v in self.env.items() if k.startswith("KBUILD")}
             ),

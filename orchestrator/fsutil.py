@@ -1,4 +1,5 @@
-"""Small file-system helpers: atomic writes, cache locations, locks, hashing."""
+"""Small file-system helpers: atomic writes, cache locations, locks, hashing, and the UTC
+timestamp korch writes into its files."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,11 @@ def atomic_copy(src: Path, dst: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def now() -> str:
+    """The current time as korch records it in its files: UTC, ``2026-11-26T21:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def write_json(path: Path, obj: Any) -> None:

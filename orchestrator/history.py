@@ -44,7 +44,6 @@ import json
 import math
 import os
 import sqlite3
-import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ import numpy as np
 
 from . import stats
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, InfraError, UserError
+from .fsutil import now
 from .results import ResultsFile
 from .rundir import RunDir, cell_of, expand_inputs, load_results, merge_shards, shard_of
 from .stats import METRIC_BY_KEY, METRICS, Verdict
@@ -116,10 +116,6 @@ def default_db() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "korch" / "history.sqlite"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 # ---------------------------------------------------------------- what goes in
@@ -323,7 +319,7 @@ class Store:
                     rid,
                     experiment,
                     _started_at(members),
-                    _now(),
+                    now(),
                     source,
                     json.dumps(_common(members), sort_keys=True),
                 ),
@@ -482,7 +478,7 @@ def _experiment_of(members: list[Side]) -> str:
 
 def _started_at(members: list[Side]) -> str:
     planned = [str(s.provenance["planned_at"]) for s in members if s.provenance.get("planned_at")]
-    return min(planned) if planned else _now()
+    return min(planned) if planned else now()
 
 
 def _common(members: list[Side]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import math
 import random
 import re
 import shlex
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,8 @@ from typing import Any
 from . import config
 from .config import Experiment
 from .errors import UserError
-from .fsutil import write_json
+from .fsutil import now, write_json
 from .rundir import CELLS_DIR, DEFAULT_CELL, RunDir
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from .errors import BootTimeout, GuestError, Interrupted, KorchError, UserError
 from .fsutil import (
     atomic_write,
     cache_root,
+    now,
     sha256_file,
     write_json,
 )
@@ -62,7 +63,6 @@ from .plan import (
     extend_run,
     format_duration,
     load_plan,
-    now,
     plan_for,
     plan_from_json,
 )

@@ -24,7 +24,15 @@ from typing import Any
 from . import process
 from .config import SourceSpec
 from .errors import InfraError, UserError
-from .fsutil import atomic_write, sha256_file, sha256_text, sweep_stale, temp_dir, temp_file
+from .fsutil import (
+    atomic_write,
+    now,
+    sha256_file,
+    sha256_text,
+    sweep_stale,
+    temp_dir,
+    temp_file,
+)
 from .gitstore import GitStore, WorkTree, read_index_map
 
 APT_LISTS_MAX_AGE_S = 24 * 3600
@@ -563,7 +571,7 @@ class DebianArchive:
             timeout=600,
             what=f"apt-get update (suite {self.suite})",
         )
-        stamp.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+        stamp.write_text(now() + "\n")
 
     def show(self, package: str, version: str | None) -> dict[str, str]:
         """The archive's record of ``package`` (the newest, or ``version``)."""
