@@ -18,7 +18,7 @@ import shlex
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -333,9 +333,10 @@ class Builder:
         results: dict[str, Build] = {}
         for v in variants:
             results[v.name] = self.build_one(v, patched[v.name], configs[v.name])
-        for v in variants:
-            if self.exp.checks:
-                results[v.name].checks.update(self.build_checks(v, patched[v.name]))
+        if self.exp.checks:
+            for v in variants:
+                programs = self.build_checks(v, patched[v.name])
+                results[v.name] = replace(results[v.name], checks=programs)
         return results
 
     def find_checks(self, variant: Variant, patched: series.PatchedTree) -> None:
@@ -384,9 +385,8 @@ class Builder:
             self.sources.store.switch(wt, patched.commit)
             work = temp_dir_beside(self.cache / "checks" / "headers")
             try:
+                # find_checks made sure the tree has every program, before any build
                 log = self.cache / "logs" / f"{self.exp.name}-{variant.name}-checks.log"
-                for spec, _ in todo:  # a missing program is an error before any make
-                    checks.program_source(wt.path, spec, where)
                 try:
                     process.run(
                         checks.headers_argv(wt.path, work / "obj", self.exp.arch),
