@@ -42,13 +42,14 @@ from . import plan as plans
 from .config import Experiment, Variant
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, KorchError, UserError
 from .fsutil import cache_root, now, write_json
-from .metrics import METRIC_BY_KEY
+from .metrics import find
 from .results import ResultsFile
 from .rundir import RunDir
-from .stats import DEFAULT_HEADLINE, extract
 from .stats import attribution as attr
+from .stats import extract
 from .stats import inference as inf
 from .stats.boots import boot_values
+from .workloads.api import metric_set
 
 FILE = "bisect.json"
 SCHEMA = 1
@@ -169,14 +170,15 @@ def logs_by_block(
 ) -> dict[str, np.ndarray[Any, np.dtype[np.float64]]]:
     """Each side's per-block log value of the headline (NaN where a block has none), over
     blocks 1..the last block any side reached."""
-    m = METRIC_BY_KEY[headline]
     per: dict[str, dict[int, float]] = {}
     for name in names:
         res = results.get(name)
         if res is None or not res.runs:
             per[name] = {}
             continue
-        bv = boot_values(extract(res), by_block=True)[headline]
+        data = extract(res)
+        m = find(data.metrics, headline)
+        bv = boot_values(data, by_block=True)[headline]
         per[name] = dict(zip(bv.blocks.tolist(), bv.log(m).tolist(), strict=True))
     last = max((b for d in per.values() for b in d), default=0)
     # a block counts once every side has its value: the judge compares blocks, and a block
@@ -364,13 +366,12 @@ class Bisect:
 
     def round_values(self, rnd: attr.Round, results: dict[str, ResultsFile]) -> dict[str, Any]:
         """The headline's boot values per prefix in this round (for the step chart)."""
-        m = METRIC_BY_KEY[self.settings.headline]
         out: dict[str, Any] = {}
         for k, name in zip(rnd.points, self.names(rnd.points), strict=True):
             res = results.get(name)
             if res is None or not res.runs:
                 continue
-            bv = boot_values(extract(res), by_block=True)[m.key]
+            bv = boot_values(extract(res), by_block=True)[self.settings.headline]
             out[str(k)] = [float(v) for v in bv.values if math.isfinite(v)]
         return out
 
@@ -464,7 +465,7 @@ def main(req: BisectRequest, console: Any) -> int:
             )
         name = with_patches[0]
     w = exp.workload
-    headline = w.headline or DEFAULT_HEADLINE
+    headline = w.headline or w.declaration.default_headline(w.params)
     # the plan's checks (finite, positive, within the schema's limits) apply here too
     plan = plans.make_plan(
         exp,
@@ -514,4 +515,5 @@ def main(req: BisectRequest, console: Any) -> int:
     bisect_report.render_terminal(state, console)
     console.print(f"reports written to {', '.join(str(p) for p in written)}")
     console.print(f"the same command resumes or reports again: {again}")
-    return exit_code(state, METRIC_BY_KEY[headline].better)
+    workload = {"duration_s": plan.duration_s, **w.params}
+    return exit_code(state, find(metric_set(w.declaration, workload), headline).better)

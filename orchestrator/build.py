@@ -207,7 +207,8 @@ class Builder:
         return self._sources[spec]
 
     def fragments(self, variant: Variant) -> list[kconfig.Fragment]:
-        return [kconfig.resolve(ref) for ref in (*self.exp.kconfig, *variant.kconfig)]
+        refs = (*self.exp.kconfig, *self.exp.workload_kconfig, *variant.kconfig)
+        return [kconfig.resolve(ref) for ref in refs]
 
     def kconfig_tree(self, patched: series.PatchedTree) -> str:
         """The tree id that decides the .config: the pristine source's unless the series
@@ -333,7 +334,7 @@ class Builder:
         results: dict[str, Build] = {}
         for v in variants:
             results[v.name] = self.build_one(v, patched[v.name], configs[v.name])
-        if self.exp.checks:
+        if self.exp.selftests:
             for v in variants:
                 programs = self.build_checks(v, patched[v.name])
                 results[v.name] = replace(results[v.name], checks=programs)
@@ -350,7 +351,7 @@ class Builder:
             found = store.git("ls-tree", "--name-only", f"{patched.commit}:{path}", check=False)
             return found.output.splitlines() if found.returncode == 0 else []
 
-        for spec in self.exp.checks:
+        for spec in self.exp.selftests:
             files = listing(f"{top}/{spec.directory}")
             problem = checks.missing_program(
                 spec,
@@ -366,7 +367,7 @@ class Builder:
         which the series may change too), cached by tree, test and compiler."""
         out: dict[str, Path] = {}
         todo = []
-        for spec in self.exp.checks:
+        for spec in self.exp.selftests:
             key = stable_hash(
                 {"tree": patched.tree_id, "test": spec.test, "tools": self.tools,
                  "v": CHECKS_RECIPE}

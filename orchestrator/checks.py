@@ -88,6 +88,16 @@ class CheckSpec:
             "timeout_s": self.timeout_s,
         }
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> CheckSpec:
+        """The spec :meth:`to_json` wrote."""
+        return cls(
+            str(obj["test"]),
+            tuple(str(a) for a in obj.get("args") or ()),
+            tuple((str(k), str(v)) for k, v in (obj.get("env") or {}).items()),
+            float(obj.get("timeout_s") or 300.0),
+        )
+
 
 # ---------------------------------------------------------------- build on the host
 

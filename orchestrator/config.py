@@ -13,13 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .additions import DEFAULT_DIR, PACKAGE_NAME, GuestFile, GuestSpec, guest_path_problem
 from .checks import TEST_NAME, CheckSpec
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .workloads.api import Workload
 
 SCHEMA_VERSION = 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -99,15 +102,25 @@ class VmSpec:
 
 @dataclass(frozen=True)
 class WorkloadSpec:
+    """``workload:``: the keys every workload has, and the named workload's own parameters
+    (its declaration in orchestrator/workloads parses them)."""
+
     name: str = "maps-contention"
     runs: int = 1  # per boot: runs of one boot are not independent, so few of them
     blocks: int = 16  # a block boots every variant once; the boot is the unit of replication
     duration_s: float = 10.0
-    region_mb: int = 128
-    busy_ms: int = 2
-    procfile: str = "maps"
     headline: str | None = None  # the metric whose verdict is the experiment's answer
     smallest_effect_pct: float = 5.0  # the smallest change of the headline worth detecting
+    params: dict[str, Any] = field(
+        default_factory=lambda: {"region_mb": 128, "busy_ms": 2, "procfile": "maps"}
+    )
+
+    @property
+    def declaration(self) -> Workload:
+        """The named workload's declaration (orchestrator/workloads)."""
+        from .workloads.registry import get
+
+        return get(self.name)
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,19 @@ class Experiment:
     def cross_tree(self) -> bool:
         """Whether the variants build from more than one kernel source."""
         return len({self.source_of(v.name) for v in self.variants}) > 1
+
+    @property
+    def selftests(self) -> tuple[CheckSpec, ...]:
+        """Every selftest to build from each variant's tree: the checks, then the
+        workload's own (the kselftest workload's tests)."""
+        own = self.workload.declaration.selftests(self.workload.params)
+        listed = {c.test for c in self.checks}
+        return (*self.checks, *(t for t in own if t.test not in listed))
+
+    @property
+    def workload_kconfig(self) -> tuple[str, ...]:
+        """The workload's fragments the experiment does not list itself."""
+        return tuple(f for f in self.workload.declaration.kconfig if f not in self.kconfig)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -306,14 +332,6 @@ def _name(value: Any) -> str | None:
     )
 
 
-def _known_metric(value: Any) -> str | None:
-    from .metrics import METRIC_BY_KEY
-
-    if value in METRIC_BY_KEY:
-        return None
-    return f"must be a metric korch reports: {', '.join(METRIC_BY_KEY)}"
-
-
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -460,20 +478,32 @@ def _section_vm(c: _Checker, node: yaml.Node | None) -> VmSpec:
     return VmSpec(**{k: v for k, v in kw.items() if v is not None})
 
 
-def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
+GENERIC_WORKLOAD_KEYS = (
+    "name", "runs", "blocks", "boots", "duration_s", "headline", "smallest_effect_pct",
+)  # fmt: skip
+
+
+def _section_workload(c: _Checker, node: yaml.Node | None, base: Path, vm: VmSpec) -> WorkloadSpec:
+    from .workloads.api import ParseContext, metric_set
+    from .workloads.registry import WORKLOADS
+
     if node is None:
         return WorkloadSpec()
-    fields = {
-        "name": False, "runs": False, "blocks": False, "boots": False, "duration_s": False,
-        "region_mb": False, "busy_ms": False, "procfile": False, "headline": False,
-        "smallest_effect_pct": False,
-    }  # fmt: skip
+    # the name decides the other keys: read it first
+    name = "maps-contention"
+    if isinstance(node, yaml.MappingNode):
+        for knode, vnode in node.value:
+            if getattr(knode, "value", None) == "name":
+                got = c.string(vnode, "workload.name", _one_of(*WORKLOADS))
+                if got is None:
+                    return WorkloadSpec()
+                name = got
+    declared = WORKLOADS[name]
+    fields = {k: False for k in (*GENERIC_WORKLOAD_KEYS, *declared.keys)}
     m = c.mapping(node, "workload", fields)
     if m is None:
         return WorkloadSpec()
-    kw: dict[str, Any] = {}
-    if "name" in m:
-        kw["name"] = c.string(m["name"], "workload.name", _one_of("maps-contention"))
+    kw: dict[str, Any] = {"name": name}
     if "runs" in m:
         kw["runs"] = c.scalar(
             m["runs"],
@@ -491,44 +521,26 @@ def _section_workload(c: _Checker, node: yaml.Node | None) -> WorkloadSpec:
             "a number (percent)",
             lambda v: None if 0 < v < 100 else "must be between 0 and 100 (percent)",
         )
-    if "busy_ms" in m:
-        kw["busy_ms"] = c.scalar(
-            m["busy_ms"],
-            "workload.busy_ms",
-            (int,),
-            "a whole number of milliseconds",
-            _between(0, 1000, " ms"),
+    if "duration_s" in m:
+        kw["duration_s"] = c.scalar(
+            m["duration_s"],
+            "workload.duration_s",
+            (float,),
+            "a number",
+            _between(0, MAX_DURATION_S, " s"),
         )
-    for key in ("duration_s",):
-        if key in m:
-            kw[key] = c.scalar(
-                m[key], f"workload.{key}", (float,), "a number", _between(0, MAX_DURATION_S, " s")
-            )
-    if "region_mb" in m:
-        kw["region_mb"] = c.scalar(
-            m["region_mb"], "workload.region_mb", (int,), "an integer", _power_of_two
+    before = len(c.problems)
+    kw["params"] = declared.parse(ParseContext(c, m, base, vm, node))
+    if "headline" in m and len(c.problems) == before:
+        spec = WorkloadSpec(**{k: v for k, v in kw.items() if v is not None})
+        provenance = {"name": name, "duration_s": spec.duration_s, **spec.params}
+        keys = [mm.key for mm in metric_set(declared, provenance)]
+        kw["headline"] = c.string(
+            m["headline"],
+            "workload.headline",
+            lambda v: None if v in keys else f"must be a metric {name} reports: {', '.join(keys)}",
         )
-    if "procfile" in m:
-        kw["procfile"] = c.string(m["procfile"], "workload.procfile", _one_of("maps", "smaps"))
-    if "headline" in m:
-        kw["headline"] = c.string(m["headline"], "workload.headline", _known_metric)
     return WorkloadSpec(**{k: v for k, v in kw.items() if v is not None})
-
-
-def _region_fits(c: _Checker, top: dict[str, yaml.Node], vm: VmSpec, w: WorkloadSpec) -> None:
-    """The mapper populates its whole region in the guest's RAM, beside the kernel and the
-    initramfs: a region of more than half the memory fails at run time, after the builds."""
-    if memory_mb(vm.memory) >= 2 * w.region_mb:
-        return
-    node = top.get("workload") or top.get("vm") or next(iter(top.values()))
-    if isinstance(node, yaml.MappingNode):
-        node = next((v for k, v in node.value if getattr(k, "value", None) == "region_mb"), node)
-    c.problem(
-        node,
-        "workload.region_mb",
-        f"a region of {w.region_mb} MB does not fit a guest of {vm.memory}: give vm.memory at"
-        f" least {2 * w.region_mb}M, or a smaller region",
-    )
 
 
 def _blocks(c: _Checker, m: dict[str, yaml.Node]) -> int | None:
@@ -549,33 +561,42 @@ def _blocks(c: _Checker, m: dict[str, yaml.Node]) -> int | None:
 
 
 # A matrix may vary what is decided at boot time (not what is built), so that every cell
-# reuses the same kernels; the values take the checks of the keys they stand for.
+# reuses the same kernels; the values take the checks of the keys they stand for. The
+# workload's keys come from its declaration (Workload.matrix).
 MATRIX_KEYS: dict[str, tuple[tuple[type, ...], str, Callable[[Any], str | None] | None]] = {
     "vm.cpus": ((int,), "an integer", _positive),
     "vm.memory": ((str,), "a string", _memory),
-    "workload.procfile": ((str,), "a string", _one_of("maps", "smaps")),
-    "workload.region_mb": ((int,), "an integer", _power_of_two),
-    "workload.busy_ms": ((int,), "a whole number of milliseconds", _positive),
 }  # fmt: skip
+
+
+def matrix_keys(workload: str) -> dict[str, Any]:
+    """The keys a matrix may vary for ``workload``: the vm's and the workload's own."""
+    from .workloads.registry import WORKLOADS
+
+    own = WORKLOADS[workload].matrix if workload in WORKLOADS else {}
+    return {**MATRIX_KEYS, **{f"workload.{k}": v for k, v in own.items()}}
+
+
 MAX_MATRIX_JOBS = 256  # GitHub Actions runs at most this many jobs of one matrix
 
 
 def _section_matrix(
-    c: _Checker, node: yaml.Node | None, variants: int
+    c: _Checker, node: yaml.Node | None, variants: int, workload: str
 ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     if node is None:
         return ()
-    sections = {k.split(".")[0] for k in MATRIX_KEYS}
+    known = matrix_keys(workload)
+    sections = {k.split(".")[0] for k in known}
     top = c.mapping(node, "matrix", {s: False for s in sorted(sections)})
     if top is None:
         return ()
     out: list[tuple[str, tuple[Any, ...]]] = []
     for section, snode in top.items():
-        keys = {k.split(".")[1]: False for k in MATRIX_KEYS if k.startswith(section + ".")}
+        keys = {k.split(".")[1]: False for k in known if k.startswith(section + ".")}
         m = c.mapping(snode, f"matrix.{section}", keys)
         for key, vnode in (m or {}).items():
             full = f"{section}.{key}"
-            types, expected, check = MATRIX_KEYS[full]
+            types, expected, check = known[full]
             if not isinstance(vnode, yaml.SequenceNode) or not vnode.value:
                 c.problem(
                     vnode, f"matrix.{full}", f"expected a non-empty list, got {c.kind_of(vnode)}"
@@ -759,9 +780,8 @@ def loads(text: str, path: Path) -> Experiment:
             baseline = b
 
     vm = _section_vm(c, top.get("vm"))
-    workload = _section_workload(c, top.get("workload"))
-    _region_fits(c, top, vm, workload)
-    matrix = _section_matrix(c, top.get("matrix"), len(variants))
+    workload = _section_workload(c, top.get("workload"), base, vm)
+    matrix = _section_matrix(c, top.get("matrix"), len(variants), workload.name)
     checks = _section_checks(c, top["checks"]) if "checks" in top else ()
     guest = _section_guest(c, top["guest"], base) if "guest" in top else GuestSpec()
     if c.problems or source is None or name is None:
@@ -831,10 +851,10 @@ def _check_name(value: Any) -> str | None:
     return None
 
 
-def _section_checks(c: _Checker, node: yaml.Node) -> tuple[CheckSpec, ...]:
+def _section_checks(c: _Checker, node: yaml.Node, keypath: str = "checks") -> tuple[CheckSpec, ...]:
     """``checks:``: selftest programs, each a string or ``{test, args, env, timeout_s}``."""
     if not isinstance(node, yaml.SequenceNode):
-        c.problem(node, "checks", f"expected a list of checks, got {c.kind_of(node)}")
+        c.problem(node, keypath, f"expected a list of selftests, got {c.kind_of(node)}")
         return ()
     out: list[CheckSpec] = []
     seen: set[str] = set()
@@ -846,7 +866,7 @@ def _section_checks(c: _Checker, node: yaml.Node) -> tuple[CheckSpec, ...]:
         out.append(spec)
 
     for i, item in enumerate(node.value):
-        kp = f"checks[{i}]"
+        kp = f"{keypath}[{i}]"
         if isinstance(item, yaml.ScalarNode):
             test = c.string(item, kp, _check_name)
             if test is not None:
@@ -898,3 +918,9 @@ def default_experiment_path() -> Path:
 
 def load_default() -> Experiment:
     return load(default_experiment_path())
+
+
+# the checker and the value checks, for the workloads' own keys (orchestrator/workloads)
+Checker = _Checker
+between, one_of, positive, power_of_two = _between, _one_of, _positive, _power_of_two
+selftest_list = _section_checks

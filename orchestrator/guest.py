@@ -15,6 +15,7 @@ from . import additions, build, vm
 from .config import Experiment, VmSpec
 from .fsutil import cache_root
 from .ui import progress_for
+from .workloads.api import GUEST_DIR
 
 
 def vm_config(spec: VmSpec, *, accel: str | None = None) -> vm.VMConfig:
@@ -48,7 +49,11 @@ def boot_variant(
     exp.variant(name)  # an unknown name is a ConfigError that lists the variants
     if not command:
         vm.require_terminal()  # before a build, not after it
-    extra = additions.guest_files(exp.guest)  # a package not installed: said before a build
+    # the workload's files (its programs, a command's files) where korch run puts them, so
+    # that a command can be tried by hand; a package not installed is said before a build
+    w = exp.workload
+    own = w.declaration.guest_files(w.params, cache_root(), GUEST_DIR)
+    extra = additions.merge(own, additions.guest_files(exp.guest))
     with progress_for(console) as progress:
         built = build.Builder(exp, cache_root(), progress).build_all([name])[name]
     return vm.boot_and_run(

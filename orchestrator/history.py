@@ -55,9 +55,12 @@ import numpy as np
 from . import stats
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, InfraError, UserError
 from .fsutil import now
+from .metrics import Metric
 from .results import ResultsFile
 from .rundir import RunDir, cell_of, expand_inputs, load_results, merge_shards, shard_of
-from .stats import METRIC_BY_KEY, METRICS, Verdict
+from .stats import Verdict
+from .workloads.registry import DEFAULT, metrics_of
+from .workloads.registry import get as get_workload
 
 SCHEMA_VERSION = 1
 KIND = "korch-history"
@@ -154,7 +157,7 @@ def side_of(results: ResultsFile, run_id: str | None = None, cell: str | None = 
         )
     data = stats.extract(results)
     values: dict[str, list[float | None]] = {}
-    for m in METRICS:
+    for m in data.metrics:
         arr = data.values[m.key]
         if np.all(np.isnan(arr)):
             continue
@@ -516,6 +519,7 @@ class SeriesCheck:
     design_effect: float | None
     verdict: Verdict
     reason: str
+    better: str = "lower"  # the metric's better direction, as its workload declares it
 
     def to_json(self) -> dict[str, Any]:
         """The series' figures and verdict as JSON-ready values."""
@@ -578,13 +582,23 @@ def _comparable(exp: str, variant: str, newest: dict, other: dict) -> str | None
     return "; ".join(f"{d.label} {d.baseline!r} vs {d.candidate!r}" for d in diffs)
 
 
+def _metrics_of(night: Night) -> tuple[Metric, ...]:
+    """The metrics of the workload a night's results were measured with."""
+    for side in night.sides.values():
+        return metrics_of(side["provenance"])
+    return metrics_of({})
+
+
 def _headline_of(newest: Night, options: stats.StatsOptions) -> str:
+    metrics = _metrics_of(newest)
     if options.headline:
-        return stats.metric(options.headline).key
+        return stats.find(metrics, options.headline).key
     for side in newest.sides.values():
-        named = (side["provenance"].get("workload") or {}).get("headline")
+        workload = side["provenance"].get("workload") or {}
+        named = workload.get("headline")
         if named:
-            return stats.metric(str(named)).key
+            return stats.find(metrics, str(named)).key
+        return get_workload(str(workload.get("name") or DEFAULT)).default_headline(workload)
     return stats.DEFAULT_HEADLINE
 
 
@@ -630,10 +644,8 @@ def check(
             used.append(n)
             if len(used) == nights:
                 break
-        for m in METRICS:
-            sc = _check_series(
-                store, newest, used, cell, variant, m.key, headline, options, min_nights
-            )
+        for m in _metrics_of(newest):
+            sc = _check_series(store, newest, used, cell, variant, m, headline, options, min_nights)
             if sc is not None:
                 drafts.append(sc)
     for family in ("headline", "secondary"):
@@ -658,11 +670,12 @@ def _check_series(
     used: list[Night],
     cell: str,
     variant: str,
-    metric: str,
+    m: Metric,
     headline: str,
     options: stats.StatsOptions,
     min_nights: int,
 ) -> SeriesCheck | None:
+    metric = m.key
     c, c_boots = store.values(newest.run_id, cell, variant, metric)
     if c.size == 0:
         return None
@@ -676,7 +689,7 @@ def _check_series(
     b_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     _, c_codes = np.unique(np.array(c_boots), return_inverse=True)
     common: dict[str, Any] = dict(
-        cell=cell, variant=variant, metric=metric,
+        cell=cell, variant=variant, metric=metric, better=m.better,
         family="headline" if metric == headline else "secondary",
         baseline_nights=tuple(n.run_id for n in used),
         n_baseline=int(b.size), n_newest=int(c.size),
@@ -738,7 +751,7 @@ def _decide(sc: SeriesCheck, options: stats.StatsOptions) -> SeriesCheck:
             f"significant ({p_text}) but the change {100 * (sc.ratio - 1):+.1f}% is smaller"
             f" than the minimum effect {100 * options.min_effect:g}%",
         )
-    better = (sc.ratio < 1.0) == (METRIC_BY_KEY[sc.metric].better == "lower")
+    better = (sc.ratio < 1.0) == (sc.better == "lower")
     return verdict(
         Verdict.IMPROVED if better else Verdict.REGRESSED,
         f"median {100 * (sc.ratio - 1):+.1f}% against {len(sc.baseline_nights)} nights,"
@@ -777,10 +790,12 @@ def trends(
     experiment = experiment or everything[-1].experiment
     chosen = [n for n in everything if n.experiment == experiment]
     if metrics:
-        keys = [stats.metric(m).key for m in metrics]
+        known = _metrics_of(chosen[-1])
+        keys = [stats.find(known, m).key for m in metrics]
     else:
         head = _headline_of(chosen[-1], stats.StatsOptions())
-        keys = list(dict.fromkeys([head, "mean_ms"]))
+        second = [m.key for m in _metrics_of(chosen[-1]) if m.key == "mean_ms"]
+        keys = list(dict.fromkeys([head, *second]))
     sides = sorted({k for n in chosen for k in n.sides})
     out = []
     for cell, variant in sides:

@@ -1,17 +1,22 @@
-"""The metrics korch reports, by key: labels, units, which way is better.
+"""What a metric is: a per-run figure a workload reports, its label, unit and better direction.
 
-Kept apart from :mod:`orchestrator.stats` (numpy, scipy) so that checking an experiment's
-``workload.headline`` costs no numerical imports.
+Every workload declares its own metrics (``orchestrator/workloads``); a comparison carries
+the set its results were measured with. Kept apart from :mod:`orchestrator.stats` (numpy,
+scipy) so that checking an experiment's ``workload.headline`` costs no numerical imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import UserError
 
-TAIL_THRESHOLDS_MS = (0.5, 1.0, 2.0)
+# What a metric measures decides how a hung run counts and how zeros are treated on the log
+# scale of the comparison: a latency or a count is "worse" upwards without bound, a share is
+# bounded, a throughput's worst is zero, a pass/fail figure is the share of runs that failed.
+KINDS = ("latency", "share", "throughput", "count", "pass/fail")
 
 
 @dataclass(frozen=True)
@@ -25,59 +30,43 @@ class Metric:
     digits: int
     needs_histogram: bool
     description: str
+    kind: str = "latency"  # one of KINDS
+    # what a hung run counts as (None: the kind's worst, see worst()); a finite value keeps
+    # two boots that both hung comparable instead of giving inf - inf
+    worst_value: float | None = None
+    # added before the log of the comparison scale, so that a zero stays finite
+    log_offset: float = 0.0
+
+    def worst(self) -> float:
+        """What a hung run counts as for this metric."""
+        if self.worst_value is not None:
+            return self.worst_value
+        if self.better == "higher":
+            return 0.0
+        return math.inf
 
 
-def tail_key(kind: str, ms: float) -> str:
-    """The key of the metric "share of ``kind`` operations at or above ``ms``"."""
-    amount = f"{int(ms * 1000)}us" if ms < 1 else f"{ms:g}ms"
-    return f"above_{amount}" if kind == "all" else f"{kind}_above_{amount}"
+def hang_rate() -> Metric:
+    """The metric every workload has: the share of a boot's runs that hung."""
+    return Metric(
+        "hang_rate", "hung runs", "‰", "lower", 0, False,
+        "per boot, the runs that hung (outlived their deadline), per mille",
+        kind="share", worst_value=1000.0, log_offset=0.001,
+    )  # fmt: skip
 
 
-def _tail_metrics() -> list[Metric]:
-    out = []
-    for kind in ("all", "map", "unmap"):
-        for ms in TAIL_THRESHOLDS_MS:
-            what = "operations" if kind == "all" else f"{kind} operations"
-            out.append(
-                Metric(
-                    key=tail_key(kind, ms),
-                    label=f"{what} ≥ {ms:g} ms",
-                    unit="‰",
-                    better="lower",
-                    digits=2,
-                    needs_histogram=True,
-                    description=f"per run, share of {what} taking {ms:g} ms or more, per mille",
-                )
-            )
-    return out
+def by_key(metrics: Iterable[Metric]) -> dict[str, Metric]:
+    """``metrics`` by key, in their order."""
+    return {m.key: m for m in metrics}
 
 
-METRICS: tuple[Metric, ...] = (
-    Metric("max_ms", "per-run maximum", "ms", "lower", 3, False,
-           "per run, the slowest map or unmap (the published test's headline)"),
-    Metric("mean_ms", "per-run mean", "ms", "lower", 4, False,
-           "per run, the mean latency of all operations"),
-    Metric("ops_per_s", "operations per second", "ops/s", "higher", 0, True,
-           "per run, maps plus unmaps over the measured time"),
-    Metric("p50_ms", "per-run p50", "ms", "lower", 4, True,
-           "per run, the median operation (bucket upper bound)"),
-    Metric("p99_ms", "per-run p99", "ms", "lower", 3, True,
-           "per run, the 99th percentile operation (bucket upper bound)"),
-    Metric("p999_ms", "per-run p99.9", "ms", "lower", 3, True,
-           "per run, the 99.9th percentile operation (bucket upper bound)"),
-    *_tail_metrics(),
-    Metric("hang_rate", "hung runs", "‰", "lower", 0, False,
-           "per boot, the runs that hung (outlived their deadline), per mille"),
-)  # fmt: skip
-METRIC_BY_KEY: Mapping[str, Metric] = {m.key: m for m in METRICS}
-
-
-def metric(key: str) -> Metric:
-    """The metric named ``key``; :class:`UserError` listing the known names otherwise."""
+def find(metrics: Iterable[Metric], key: str) -> Metric:
+    """The metric named ``key`` among ``metrics``; :class:`UserError` listing them otherwise."""
+    known = by_key(metrics)
     try:
-        return METRIC_BY_KEY[key]
+        return known[key]
     except KeyError:
         raise UserError(
             f"no metric named '{key}'",
-            hint="known metrics: " + ", ".join(METRIC_BY_KEY),
+            hint="known metrics: " + ", ".join(known),
         ) from None

@@ -12,7 +12,7 @@ import math
 import random
 import re
 import shlex
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,6 @@ class Plan:
     blocks: int  # each side boots once per block; with until_decisive, the most blocks
     runs: int  # per boot
     duration_s: float
-    region_mb: int
-    busy_ms: int
-    procfile: str
     cpus: int
     memory: str
     accel: str
@@ -51,16 +48,18 @@ class Plan:
     budget_s: float | None = None  # start no block that would end past this (bench stage)
     shards: int = 1  # bench jobs the blocks are split into (korch plan --shards)
     shard: int | None = None  # the one shard this plan runs (1-based); None: every block
+    workload_name: str = "maps-contention"  # a workload of orchestrator/workloads
+    params: dict[str, Any] = field(default_factory=dict)  # its own parameters (JSON)
 
     def workload(self) -> dict[str, Any]:
+        """The workload section of the results' provenance: what its declaration reads
+        back (metrics, their worst values) and the report shows."""
         return {
-            "name": "maps-contention",
+            "name": self.workload_name,
             "runs": self.runs,
             "blocks": self.blocks,
             "duration_s": self.duration_s,
-            "region_mb": self.region_mb,
-            "busy_ms": self.busy_ms,
-            "procfile": self.procfile,
+            **self.params,
             "headline": self.headline,
             "smallest_effect_pct": self.smallest_effect_pct,
         }
@@ -146,6 +145,12 @@ def plan_from_json(saved: dict[str, Any]) -> Plan:
     if "boots" in fields:
         old = fields.pop("boots")
         fields.setdefault("blocks", old)
+    # plans written before workloads declared their own parameters held maps-contention's
+    params = dict(fields.get("params") or {})
+    for key in ("region_mb", "busy_ms", "procfile"):
+        if key in fields:
+            params[key] = fields.pop(key)
+    fields["params"] = params
     return Plan(**fields)
 
 
@@ -228,11 +233,6 @@ def make_plan(
             f"--variant leaves out the baseline {exp.baseline!r}; a comparison needs it",
             hint=f"add --variant {exp.baseline}",
         )
-    busy = w.busy_ms
-    if busy != int(busy):
-        raise UserError(
-            f"{exp.path}: workload.busy_ms must be a whole number of milliseconds (got {busy})"
-        )
     return Plan(
         experiment=exp.name,
         experiment_file=str(exp.path),
@@ -242,9 +242,8 @@ def make_plan(
         blocks=n_blocks,
         runs=runs or w.runs,
         duration_s=float(duration_s or w.duration_s),
-        region_mb=w.region_mb,
-        busy_ms=int(busy),
-        procfile=w.procfile,
+        workload_name=w.name,
+        params=dict(w.params),
         cpus=exp.vm.cpus,
         memory=exp.vm.memory,
         accel=accel or exp.vm.accel,

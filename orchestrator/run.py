@@ -68,11 +68,9 @@ from .plan import (
 )
 from .results import ResultsFile
 from .rundir import RunDir, run_id
-from .workloads.maps_contention import driver
-from .workloads.maps_contention.binaries import compile_workload
+from .workloads.api import GUEST_DIR, Outcome, Session, Workload
 from .workloads.protocol import RemoteAdapter
-
-GUEST_DIR = "/opt/korch"  # the workload's programs are baked into the image under here
+from .workloads.registry import get as get_workload
 
 
 def host_facts() -> dict[str, Any]:
@@ -139,6 +137,11 @@ class Runner:
         self.on_block: Callable[[int, dict[str, ResultsFile]], str | None] | None = None
         self.current_boot: str | None = None  # the boot under way, for an interruption
 
+    @property
+    def workload(self) -> Workload:
+        """The plan's workload (its declaration in orchestrator/workloads)."""
+        return get_workload(self.plan.workload_name)
+
     # -- stages ----------------------------------------------------------------------
 
     def prepare(self, extra: dict[str, Any] | None = None) -> None:
@@ -204,8 +207,7 @@ class Runner:
     def guest_image(self) -> image.GuestImage:
         start = time.monotonic()
         self.progress.stage("(image)", "workload programs and guest image")
-        binaries = compile_workload(self.cache)
-        extra = {f"{GUEST_DIR}/bin/{name}": path for name, path in binaries.items()}
+        extra = self.workload.guest_files(self.plan.params, self.cache, GUEST_DIR)
         extra = additions.merge(extra, additions.guest_files(self.exp.guest))
         img = image.build_image(extra, cache=self.cache)
         self.timings["image"] = time.monotonic() - start
@@ -521,16 +523,6 @@ class Runner:
         res.boots.append(entry)
         where = f"block {block}/{self.plan.last_block}"
         self.progress.stage(res.variant, where + (f" (attempt {attempt})" if attempt > 1 else ""))
-        params = driver.Params(
-            runs=self.plan.runs - done,
-            duration_s=self.plan.duration_s,
-            region_mb=self.plan.region_mb,
-            busy_ms=self.plan.busy_ms,
-            procfile=self.plan.procfile,
-            vcpus=self.plan.cpus,
-            # run i of block b uses the same seed on every side
-            seed=self.plan.seed + (block - 1) * self.plan.runs + done,
-        )
         try:
             with vm.Guest(
                 kernel.bzimage, img, self.vm_config(), workdir=workdir, accel=decision
@@ -545,27 +537,43 @@ class Runner:
                 res.provenance.setdefault("kernel_version_string", entry["kernel_version_string"])
                 self.progress.stage(res.variant, f"{where}: workload")
 
-                def record(outcome: driver.RunOutcome) -> None:
+                def record(outcome: Outcome) -> None:
                     row = dict(
                         outcome.to_json(),
                         boot=this_boot,
                         block=block,
                         attempt=attempt,
-                        index=done + outcome.index,
+                        index=outcome.index,
                         finished_at=now(),
                     )
                     res.runs.append(row)
                     res.save(self.dirs.results(res.variant))
                     self.progress.stage(
                         res.variant,
-                        f"{where}: run {done + outcome.index + 1}/{self.plan.runs}"
+                        f"{where}: run {outcome.index + 1}/{self.plan.runs}"
                         + (" HANG" if outcome.hang else ""),
                     )
 
-                result = driver.run_workload(
-                    RemoteAdapter(guest), params, guest_dir=GUEST_DIR, on_run=record
+                def check(test: str, result: checks.CheckResult) -> None:
+                    entry.setdefault("checks", {})[test] = result.to_json()
+                    res.save(self.dirs.results(res.variant))
+
+                session = Session(
+                    remote=RemoteAdapter(guest),
+                    params=self.plan.params,
+                    runs=self.plan.runs - done,
+                    first_index=done,
+                    duration_s=self.plan.duration_s,
+                    vcpus=self.plan.cpus,
+                    # run i of block b uses the same seed on every side
+                    seed=self.plan.seed + (block - 1) * self.plan.runs + done,
+                    guest_dir=GUEST_DIR,
+                    on_run=record,
+                    selftests=kernel.checks,
+                    save_dir=workdir,
+                    on_check=check,
                 )
-                res.provenance["placement"] = asdict(result.placement)
+                res.provenance.update(self.workload.run(session))
                 others = host_share.others() if host_share else None
                 if others is not None:
                     entry["host_others_cpu"] = round(others, 3)

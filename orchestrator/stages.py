@@ -54,13 +54,11 @@ from .rundir import (
     shard_dir,
 )
 
-# experiment key in a matrix -> the Plan field it sets
+# experiment key in a matrix -> the Plan field it sets; ``workload.<key>`` sets the
+# workload's own parameter of that name
 PLAN_FIELDS = {
     "vm.cpus": "cpus",
     "vm.memory": "memory",
-    "workload.procfile": "procfile",
-    "workload.region_mb": "region_mb",
-    "workload.busy_ms": "busy_ms",
 }
 MATRIX_STAGES = ("bench", "build")
 BUILD_KEYS = ("kernel", "config", "variants")
@@ -103,7 +101,11 @@ def cells(exp: Experiment) -> list[Cell]:
 
 def cell_plan(plan: Plan, cell: Cell) -> Plan:
     """``plan`` with the cell's settings applied."""
-    return replace(plan, **{PLAN_FIELDS[k]: v for k, v in cell.settings.items()})
+    own = {k: v for k, v in cell.settings.items() if k in PLAN_FIELDS}
+    params = {k.split(".", 1)[1]: v for k, v in cell.settings.items() if k.startswith("workload.")}
+    return replace(
+        plan, **{PLAN_FIELDS[k]: v for k, v in own.items()}, params={**plan.params, **params}
+    )
 
 
 def planned_cells(rundir: Path) -> list[Cell]:

@@ -23,7 +23,6 @@ from rich.table import Table
 from scipy.stats import binom
 
 from ..fsutil import atomic_write
-from ..metrics import METRIC_BY_KEY
 from ..stats import attribution as attr
 from . import fmt, svg
 from .markdown import _cell, _code
@@ -182,7 +181,7 @@ def text_chart(rows: list[dict[str, Any]], unit: str, width: int = 48) -> list[s
 
 def render_markdown(state: dict[str, Any]) -> str:
     s = state["settings"]
-    unit = METRIC_BY_KEY[s["headline"]].unit
+    unit = fmt.spec(s["headline"]).unit
     rows = prefix_rows(state)
     out = [f"## {_cell(title(state))}", ""]
     out += [f"- {_cell(line)}" for line in answer_lines(state)]
@@ -230,7 +229,7 @@ def render_markdown(state: dict[str, Any]) -> str:
 def step_chart(state: dict[str, Any]) -> str | None:
     """The SVG step chart: median per prefix, and the interval's ends, as steps."""
     s = state["settings"]
-    m = METRIC_BY_KEY[s["headline"]]
+    m = fmt.spec(s["headline"])
     rows = [r for r in prefix_rows(state) if r["median"] is not None and r["interval"]]
     if not rows:
         return None

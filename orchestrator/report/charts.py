@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..stats import METRIC_BY_KEY, TAIL_THRESHOLDS_MS, Comparison, bucket_bounds
+from ..stats import TAIL_THRESHOLDS_MS, Comparison, bucket_bounds
 from . import fmt
 from .svg import PALETTE, Axis, Line, Strip, line_chart, strip_chart
 
@@ -91,25 +91,27 @@ def run_distribution(comparison: Comparison, key: str) -> str | None:
     ]
     if not any(s.values for s in strips):
         return None
-    m = METRIC_BY_KEY[key]
+    m = fmt.metric_of(comparison, key)
     return strip_chart(
         strips,
         title=f"Distribution of the {m.label} over runs",
-        x=Axis(fmt.metric_label(key)),
+        x=Axis(fmt.metric_label(m)),
         chart_id=f"chart-runs-{key}",
     )
 
 
 def all_charts(comparison: Comparison) -> list[tuple[str, str, str]]:
     """Every chart the report shows, as (title, caption, svg)."""
-    out = [
-        (
-            "Per-run maxima",
-            "Each curve is one variant's per-run maximum latencies sorted ascending, as in"
-            " the published maps-contention plots; the dashed lines mark 0.5 ms and 1 ms.",
-            sorted_maxima(comparison),
+    out = []
+    if fmt.op_latencies(comparison):
+        out.append(
+            (
+                "Per-run maxima",
+                "Each curve is one variant's per-run maximum latencies sorted ascending, as in"
+                " the published maps-contention plots; the dashed lines mark 0.5 ms and 1 ms.",
+                sorted_maxima(comparison),
+            )
         )
-    ]
     tail = latency_tail(comparison)
     if tail:
         out.append(
@@ -137,5 +139,6 @@ def all_charts(comparison: Comparison) -> list[tuple[str, str, str]]:
     if comparison.headline not in ("max_ms", "mean_ms"):
         head = run_distribution(comparison, comparison.headline)
         if head:
-            out.append(("Headline metric per run", fmt.metric_label(comparison.headline), head))
+            label = fmt.metric_label(fmt.metric_of(comparison, comparison.headline))
+            out.append(("Headline metric per run", label, head))
     return out

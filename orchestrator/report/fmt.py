@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..metrics import Metric, by_key
 from ..stats import (
-    METRIC_BY_KEY,
     Comparison,
     Distribution,
     MetricComparison,
@@ -15,13 +15,46 @@ from ..stats import (
 MINUS = "-"
 
 
-def value(key: str, v: float | None) -> str:
+def _default_metrics() -> dict[str, Metric]:
+    from ..workloads.api import metric_set
+    from ..workloads.registry import MAPS_CONTENTION
+
+    return by_key(metric_set(MAPS_CONTENTION, {}))
+
+
+_DEFAULTS = _default_metrics()
+
+
+def spec(m: Metric | str) -> Metric:
+    """``m`` itself, or the metric a bare key names: the default workload's, else a plain
+    figure shown with three decimals (a report that has the comparison passes the
+    workload's own definition)."""
+    if isinstance(m, Metric):
+        return m
+    return _DEFAULTS.get(m) or Metric(m, m.replace("_", " "), "", "lower", 3, False, m)
+
+
+def op_latencies(comparison: Comparison) -> bool:
+    """True when the workload reports per-run latency summaries and operation histograms
+    (maps-contention: the per-variant table of maxima and operation percentiles)."""
+    return not comparison.metrics or any(m.key == "max_ms" for m in comparison.metrics)
+
+
+def metric_of(comparison: Comparison, key: str) -> Metric:
+    """The comparison's definition of ``key`` (the default one when it carries none)."""
+    for m in comparison.metrics:
+        if m.key == key:
+            return m
+    return spec(key)
+
+
+def value(m: Metric | str, v: float | None) -> str:
     """A metric's value with the metric's number of decimals; '-' when absent."""
     if v is None or math.isnan(v):
         return "-"
     if math.isinf(v):
         return "inf"
-    return f"{v:.{METRIC_BY_KEY[key].digits}f}"
+    return f"{v:.{spec(m).digits}f}"
 
 
 def spread(d: Distribution | None) -> str:
@@ -91,10 +124,10 @@ def label(comparison: Comparison, variant: str) -> str:
     return comparison.labels.get(variant, variant)
 
 
-def metric_label(key: str) -> str:
+def metric_label(m: Metric | str) -> str:
     """'per-run maximum (ms)'."""
-    m = METRIC_BY_KEY[key]
-    return f"{m.label} ({m.unit})"
+    d = spec(m)
+    return f"{d.label} ({d.unit})" if d.unit else d.label
 
 
 def noise(pct: float | None) -> str:
@@ -146,7 +179,7 @@ def headline_sentence(comparison: Comparison, candidate: str) -> str:
     p_text = "" if p is None else (", p < 0.001" if p < 0.001 else f", p = {pvalue(p)}")
     post = " (exploratory: headline chosen after the run)" if head.post_hoc else ""
     return (
-        f"{who}: {c.verdict}{post}; {metric_label(head.metric)} {change(head.ratio)}"
+        f"{who}: {c.verdict}{post}; {metric_label(head.spec)} {change(head.ratio)}"
         f" ({level_pct(head.level)} CI {interval(head.ci_low, head.ci_high)}{p_text},"
         f" {head.units}, {head.method})"
     )

@@ -15,7 +15,7 @@ import jinja2
 from markupsafe import Markup
 
 from .. import __version__
-from ..stats import COMPARABILITY_FIELDS, METRIC_BY_KEY, Comparison, Verdict, noise_floor_pct
+from ..stats import COMPARABILITY_FIELDS, Comparison, Verdict, noise_floor_pct
 from . import charts, fmt
 
 CSS = {
@@ -55,12 +55,12 @@ def _tables(comparison: Comparison) -> list[dict[str, Any]]:
             key = mc.metric
             rows.append(
                 {
-                    "label": fmt.metric_label(key),
+                    "label": fmt.metric_label(mc.spec),
                     "headline": mc.family == "headline",
                     "family": fmt.family(mc),
-                    "base": fmt.value(key, mc.baseline_median),
+                    "base": fmt.value(mc.spec, mc.baseline_median),
                     "base_spread": fmt.spread(base.metrics.get(key)),
-                    "cand": fmt.value(key, mc.candidate_median),
+                    "cand": fmt.value(mc.spec, mc.candidate_median),
                     "cand_spread": fmt.spread(cand.metrics.get(key)),
                     "change": fmt.change(mc.ratio),
                     "stars": fmt.stars(mc),
@@ -86,8 +86,37 @@ def _tables(comparison: Comparison) -> list[dict[str, Any]]:
     return out
 
 
+def _headline_summary(comparison: Comparison) -> dict[str, Any]:
+    head = fmt.metric_of(comparison, comparison.headline)
+    unit = f" ({head.unit})" if head.unit else ""
+    names = ["runs (completed)", "boots", "runs per boot", "hangs", f"median {head.label}{unit}",
+             f"lowest {head.label}{unit}", f"highest {head.label}{unit}"]  # fmt: skip
+    columns = []
+    for s in comparison.summaries:
+        d = s.metrics.get(head.key)
+        per_boot = sorted(set(s.runs_per_boot))
+        columns.append(
+            [
+                str(s.runs),
+                str(s.boots),
+                "-" if not per_boot else "/".join(str(n) for n in per_boot),
+                str(s.hangs),
+                fmt.value(head, d.median if d else None),
+                fmt.value(head, d.minimum if d else None),
+                fmt.value(head, d.maximum if d else None),
+            ]
+        )
+    rows = [[name, *(col[i] for col in columns)] for i, name in enumerate(names)]
+    return {
+        "head": ["", *(fmt.label(comparison, s.variant) for s in comparison.summaries)],
+        "rows": rows,
+    }
+
+
 def _summary(comparison: Comparison) -> dict[str, Any]:
     """Variants as columns, figures as rows: long names and many figures stay readable."""
+    if not fmt.op_latencies(comparison):
+        return _headline_summary(comparison)
     names = ["runs (completed)", "boots", "runs per boot", "hangs", "median of maxima (ms)", "best maximum (ms)",
              "worst maximum (ms)", "runs with max > 0.5 ms", "runs with max > 1 ms", "median of means (ms)",
              "operations per second (median)", "operation p50 (ms)", "operation p99 (ms)",
@@ -137,24 +166,24 @@ def _summary(comparison: Comparison) -> dict[str, Any]:
 
 def _distributions(comparison: Comparison) -> list[list[str]]:
     out = []
-    keys = [k for k in METRIC_BY_KEY if any(k in s.metrics for s in comparison.summaries)]
-    for key in keys:
+    keys = [m for m in comparison.metrics if any(m.key in s.metrics for s in comparison.summaries)]
+    for m in keys:
         for s in comparison.summaries:
-            d = s.metrics.get(key)
+            d = s.metrics.get(m.key)
             if d is None:
                 continue
             spread = d.relative_spread
             out.append(
                 [
-                    fmt.metric_label(key),
+                    fmt.metric_label(m),
                     fmt.label(comparison, s.variant),
                     str(d.n),
-                    fmt.value(key, d.median),
-                    fmt.value(key, d.p10),
-                    fmt.value(key, d.p90),
-                    fmt.value(key, d.minimum),
-                    fmt.value(key, d.maximum),
-                    fmt.value(key, d.mean),
+                    fmt.value(m, d.median),
+                    fmt.value(m, d.p10),
+                    fmt.value(m, d.p90),
+                    fmt.value(m, d.minimum),
+                    fmt.value(m, d.maximum),
+                    fmt.value(m, d.mean),
                     "-" if spread is None else f"{spread:.0f}%",
                 ]
             )
@@ -162,10 +191,12 @@ def _distributions(comparison: Comparison) -> list[list[str]]:
 
 
 def _variance(comparison: Comparison) -> dict[str, Any]:
-    keys = [k for k in METRIC_BY_KEY if any(k in s.variance for s in comparison.summaries)]
+    keys = [
+        m.key for m in comparison.metrics if any(m.key in s.variance for s in comparison.summaries)
+    ]
     rows = []
     for key in keys:
-        row = [fmt.metric_label(key)]
+        row = [fmt.metric_label(fmt.metric_of(comparison, key))]
         for s in comparison.summaries:
             split = s.variance.get(key)
             if split is None:
@@ -192,7 +223,7 @@ def _noise(comparison: Comparison) -> dict[str, Any] | None:
     c = nf.candidates[0]
     rows = [
         {
-            "label": fmt.metric_label(mc.metric),
+            "label": fmt.metric_label(mc.spec),
             "change": fmt.change(mc.ratio),
             "ci": fmt.interval(mc.ci_low, mc.ci_high),
             "p_adj": fmt.pvalue(mc.p_adjusted),
@@ -290,7 +321,7 @@ def render(
         "experiment": comparison.experiment,
         "baseline": fmt.label(comparison, comparison.baseline),
         "candidates": [fmt.label(comparison, c.candidate) for c in comparison.candidates],
-        "headline": fmt.metric_label(comparison.headline),
+        "headline": fmt.metric_label(fmt.metric_of(comparison, comparison.headline)),
         "comparable": comparison.comparable,
         "forced": comparison.forced,
         "differences": differences,

@@ -17,7 +17,9 @@ Schema 2 (numbers are ``null`` where undefined, e.g. an unbounded interval's end
                               "boots_failed"},
                  "candidates": [{"candidate", "verdict", "reason", "results": {...}}]}],
      "provenance": {variant: <the results file's provenance, as written by korch run>},
-     "metrics": {key: {"label", "unit", "better": "lower"|"higher", "description"}},
+     "workload": str,                                     # the workload's name
+     "metrics": {key: {"label", "unit", "better": "lower"|"higher", "description",
+                       "kind": "latency"|"share"|"throughput"|"count"|"pass/fail"}},
      "summaries": {variant: {
          "runs", "hangs", "boots", "runs_per_boot": [int], "summary_only_runs", "status",
          "interruption", "boot_errors": [str],
@@ -49,7 +51,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..stats import METRICS, Comparison, DesignAdvice, Summary, noise_floor_pct
+from ..stats import Comparison, DesignAdvice, Summary, noise_floor_pct
 
 SCHEMA = 2
 KIND = "korch-comparison"
@@ -167,14 +169,16 @@ def to_json(comparison: Comparison, *, nested: bool = False) -> dict[str, Any]:
             for g in comparison.checks
         ],
         "provenance": {k: dict(v) for k, v in comparison.provenance.items()},
+        "workload": comparison.workload,
         "metrics": {
             m.key: {
                 "label": m.label,
                 "unit": m.unit,
                 "better": m.better,
                 "description": m.description,
+                "kind": m.kind,
             }
-            for m in METRICS
+            for m in comparison.metrics
         },
         "summaries": {s.variant: _summary(s) for s in comparison.summaries},
         "candidates": [

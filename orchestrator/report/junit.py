@@ -17,9 +17,9 @@ from . import fmt
 
 def _details(comparison: Comparison, mc: MetricComparison) -> str:
     return (
-        f"{fmt.metric_label(mc.metric)}: baseline median {fmt.value(mc.metric, mc.baseline_median)}"
+        f"{fmt.metric_label(mc.spec)}: baseline median {fmt.value(mc.spec, mc.baseline_median)}"
         f" ({mc.n_baseline} runs, {mc.boots_baseline} boots), candidate median"
-        f" {fmt.value(mc.metric, mc.candidate_median)} ({mc.n_candidate} runs,"
+        f" {fmt.value(mc.spec, mc.candidate_median)} ({mc.n_candidate} runs,"
         f" {mc.boots_candidate} boots); change {fmt.change(mc.ratio)},"
         f" {fmt.level_pct(mc.level)} CI {fmt.interval(mc.ci_low, mc.ci_high)};"
         f" p {fmt.pvalue(mc.p_value)} ({mc.units}, {mc.method}; {fmt.family(mc)}),"

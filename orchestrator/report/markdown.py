@@ -50,15 +50,15 @@ def _candidate_table(comparison: Comparison, c: CandidateComparison) -> list[str
     out = ["| " + " | ".join(_cell(h) for h in head) + " |", "| " + " | ".join(align) + " |"]
     for mc in c.metrics:
         key = mc.metric
-        name = fmt.metric_label(key)
+        name = fmt.metric_label(mc.spec)
         name = (
             f"**{name}** ({fmt.family(mc)})" if mc.family == "headline" else f"{name} (exploratory)"
         )
         b, k = base.metrics.get(key), cand.metrics.get(key)
         cells = [
             name,
-            f"{fmt.value(key, mc.baseline_median)} {fmt.spread(b)}".strip(),
-            f"{fmt.value(key, mc.candidate_median)} {fmt.spread(k)}".strip(),
+            f"{fmt.value(mc.spec, mc.baseline_median)} {fmt.spread(b)}".strip(),
+            f"{fmt.value(mc.spec, mc.candidate_median)} {fmt.spread(k)}".strip(),
             f"{fmt.change(mc.ratio)} {fmt.stars(mc)}".strip(),
             f"{fmt.level_pct(mc.level)} {fmt.interval(mc.ci_low, mc.ci_high)}",
             fmt.pvalue(mc.p_adjusted),
@@ -70,7 +70,31 @@ def _candidate_table(comparison: Comparison, c: CandidateComparison) -> list[str
     return out
 
 
+def _headline_table(comparison: Comparison) -> list[str]:
+    head = fmt.metric_of(comparison, comparison.headline)
+    unit = f" ({head.unit})" if head.unit else ""
+    out = [
+        f"| variant | runs | boots | hangs | median {_cell(head.key)}{_cell(unit)} | min | max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in comparison.summaries:
+        d = s.metrics.get(head.key)
+        cells = [
+            fmt.label(comparison, s.variant),
+            str(s.runs),
+            str(s.boots),
+            str(s.hangs),
+            fmt.value(head, d.median if d else None),
+            fmt.value(head, d.minimum if d else None),
+            fmt.value(head, d.maximum if d else None),
+        ]
+        out.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+    return out
+
+
 def _summary_table(comparison: Comparison) -> list[str]:
+    if not fmt.op_latencies(comparison):
+        return _headline_table(comparison)
     out = [
         "| variant | runs | boots | hangs | median of maxima (ms) | best | worst | runs max > 0.5 ms"
         " | runs max > 1 ms | median of means (ms) | op p50 (ms) | op p99 (ms) | op p99.9 (ms) |",
@@ -105,7 +129,7 @@ def _variance_table(comparison: Comparison) -> list[str]:
         "| --- |" + " ---: |" * len(names),
     ]
     for key in keys:
-        cells = [fmt.metric_label(key)]
+        cells = [fmt.metric_label(fmt.metric_of(comparison, key))]
         for s in comparison.summaries:
             split = s.variance.get(key)
             share = split.between_share if split else None
@@ -198,7 +222,7 @@ def render(comparison: Comparison, *, reproduce: str | None = None) -> str:
                 else ""
             )
             out += [
-                f"Noise floor (A/A run, the baseline against itself): {fmt.metric_label(head.metric)}"
+                f"Noise floor (A/A run, the baseline against itself): {fmt.metric_label(head.spec)}"
                 f" {fmt.change(head.ratio)}, {fmt.level_pct(head.level)} CI"
                 f" {fmt.interval(head.ci_low, head.ci_high)} over {head.units}: {head.verdict}{beside}.",
                 "",

@@ -47,8 +47,9 @@ def comparison_table(comparison: Comparison) -> Table:
 
     keys = [mc.metric for mc in comparison.candidates[0].metrics] if comparison.candidates else []
     for key in keys:
+        m = fmt.metric_of(comparison, key)
         row: list[Text | str] = [
-            fmt.value(key, base.metrics[key].median if key in base.metrics else None),
+            fmt.value(m, base.metrics[key].median if key in base.metrics else None),
             fmt.spread(base.metrics.get(key)),
         ]
         for c in comparison.candidates:
@@ -61,7 +62,7 @@ def comparison_table(comparison: Comparison) -> Table:
             row += [
                 Text(fmt.change(mc.ratio), style=style),
                 Text(fmt.stars(mc), style=style),
-                fmt.value(key, s.metrics[key].median if key in s.metrics else None),
+                fmt.value(m, s.metrics[key].median if key in s.metrics else None),
                 fmt.spread(s.metrics.get(key)),
             ]
         if single:
@@ -71,7 +72,7 @@ def comparison_table(comparison: Comparison) -> Table:
             )
         if has_noise:
             row.append(fmt.noise(noise_floor_pct(comparison, key)))
-        name = fmt.metric_label(key) + (
+        name = fmt.metric_label(m) + (
             "  [headline]" if key == comparison.headline else "  (exploratory)"
         )
         row.append(Text(name, style="bold") if key == comparison.headline else name)
@@ -80,7 +81,10 @@ def comparison_table(comparison: Comparison) -> Table:
 
 
 def summary_table(comparison: Comparison) -> Table:
-    """One row per variant: runs, boots, hangs, the published summaries, merged percentiles."""
+    """One row per variant: runs, boots, hangs, the published summaries, merged percentiles
+    (for a workload without them: the headline's median, best and worst)."""
+    if not fmt.op_latencies(comparison):
+        return _headline_table(comparison)
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name, justify in (
         ("variant", "left"),
@@ -119,6 +123,33 @@ def summary_table(comparison: Comparison) -> Table:
             fmt.value("p50_ms", ops.p50_ms if ops else None),
             fmt.value("p99_ms", ops.p99_ms if ops else None),
             fmt.value("p999_ms", ops.p999_ms if ops else None),
+            "-" if share is None else f"{100 * share:.0f}%",
+        )
+    return table
+
+
+def _headline_table(comparison: Comparison) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    head = fmt.metric_of(comparison, comparison.headline)
+    names = ("variant", "runs", "boots", "hangs", f"median {head.key}", "best", "worst",
+             "between boots")  # fmt: skip
+    for name in names:
+        table.add_column(name, justify="left" if name == "variant" else "right")
+    lower = head.better == "lower"
+    for s in comparison.summaries:
+        d = s.metrics.get(head.key)
+        split = s.variance.get(head.key)
+        share = split.between_share if split else None
+        best = (d.minimum if lower else d.maximum) if d else None
+        worst = (d.maximum if lower else d.minimum) if d else None
+        table.add_row(
+            fmt.label(comparison, s.variant),
+            str(s.runs),
+            str(s.boots),
+            str(s.hangs),
+            fmt.value(head, d.median if d else None) + (f" {head.unit}" if head.unit else ""),
+            fmt.value(head, best),
+            fmt.value(head, worst),
             "-" if share is None else f"{100 * share:.0f}%",
         )
     return table
@@ -193,7 +224,7 @@ def render(comparison: Comparison, console: Console) -> None:
                 else ""
             )
             console.print(
-                f"noise floor (A/A, baseline against itself): {fmt.metric_label(aa.metric)}"
+                f"noise floor (A/A, baseline against itself): {fmt.metric_label(aa.spec)}"
                 f" {fmt.change(aa.ratio)} {fmt.interval(aa.ci_low, aa.ci_high)} over"
                 f" {aa.units}: {aa.verdict}{beside}"
             )

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..history import CheckResult, Night, Trend
-from ..stats import METRIC_BY_KEY, Verdict
+from ..stats import Verdict
 from . import fmt, svg
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -92,7 +92,7 @@ def render_html(experiment: str, nights: list[Night], trends: list[Trend]) -> st
                     lines,
                     title=title,
                     x=svg.Axis("night (1 = oldest)"),
-                    y=svg.Axis(f"median over the night's runs ({METRIC_BY_KEY[metric].unit})"),
+                    y=svg.Axis(f"median over the night's runs ({fmt.spec(metric).unit})"),
                     chart_id=f"trend-{cell}-{metric}",
                     note="each point: the median of one night's runs",
                 )

@@ -22,7 +22,8 @@ them (``ci/bench/verdicts.py``).
 
 from __future__ import annotations
 
-from ..metrics import METRIC_BY_KEY, METRICS, TAIL_THRESHOLDS_MS, Metric, metric, tail_key
+from ..metrics import Metric, by_key, find
+from ..workloads.maps_contention.metrics import TAIL_THRESHOLDS_MS, tail_key
 from .comparability import COMPARABILITY_FIELDS, Difference, comparability
 from .histograms import bucket_bounds, percentile_rows, percentiles_rows, share_above_rows
 from .options import DEFAULT_HEADLINE, StatsOptions, Verdict
@@ -53,8 +54,6 @@ __all__ = [
     "COMPARABILITY_FIELDS",
     "DECISIVE",
     "DEFAULT_HEADLINE",
-    "METRICS",
-    "METRIC_BY_KEY",
     "TAIL_THRESHOLDS_MS",
     "CandidateComparison",
     "Comparison",
@@ -68,6 +67,7 @@ __all__ = [
     "VariantData",
     "Verdict",
     "bucket_bounds",
+    "by_key",
     "comparability",
     "compare",
     "compare_noise_floor",
@@ -76,10 +76,10 @@ __all__ = [
     "distribution",
     "expanded_tail",
     "extract",
+    "find",
     "holm",
     "mann_whitney_p",
     "median_ratio",
-    "metric",
     "noise_floor_pct",
     "percentile_rows",
     "percentiles_rows",

@@ -9,35 +9,31 @@ a blocked run, each variant's boot in a block) is reduced to one value per metri
   every run of the boot; a run with more operations weighs more, as it should);
 * maxima, means, percentiles and throughput as the median over the boot's runs.
 
-A hung run is not a missing value but the worst one: its latency is censored at the run's
-deadline (duration plus the hang grace), its share of slow operations at 1000 per mille, its
-throughput at 0. With a hung run in a boot, every metric of that boot is the median over its
+A hung run is not a missing value but the worst one, as its metric declares it
+(:meth:`orchestrator.metrics.Metric.worst`): for maps-contention its latency is censored at
+the run's deadline (duration plus the hang grace), its share of slow operations at 1000 per
+mille, its throughput at 0. With a hung run in a boot, every metric of that boot is the median over its
 runs with the hung ones at the worst value, and the boot's hang rate counts them.
 
 Values are compared on the log scale (ratios are what a kernel developer reads); a metric
-that can be 0 (a share, a hang rate) gets a small offset before the log so that 0 against 0
-is no change and 0 against x is a large one.
+that can be 0 (a share, a hang rate, a count) declares a small offset added before the log
+so that 0 against 0 is no change and 0 against x is a large one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from ..metrics import METRICS, Metric
+from ..metrics import Metric
 from .histograms import share_above_rows
 from .values import VariantData
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-HANG_GRACE_S = 5.0  # the driver's watchdog: a mapper alive this long after its deadline hung
-# added before the log, per unit: far below any value a real run reports
-LOG_OFFSET = {"‰": 0.001, "ms": 1e-6, "ops/s": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -56,26 +52,7 @@ class BootValues:
 def log_scale(values: FloatArray, m: Metric) -> FloatArray:
     """``values`` of metric ``m`` on the comparison scale: the natural log, after the
     metric's offset for zeros (NaN stays NaN)."""
-    return np.log(values + LOG_OFFSET.get(m.unit, 0.0))
-
-
-def worst_value(m: Metric, duration_s: float) -> float:
-    """What a hung run counts as for metric ``m``."""
-    if m.key == "hang_rate":
-        return 1000.0
-    if m.unit == "‰":
-        return 1000.0
-    if m.unit == "ms":
-        return (duration_s + HANG_GRACE_S) * 1000.0
-    if m.better == "higher":
-        return 0.0
-    return math.inf
-
-
-def _duration(data: VariantData) -> float:
-    workload = data.results.provenance.get("workload")
-    value = workload.get("duration_s") if isinstance(workload, Mapping) else None
-    return float(value) if isinstance(value, int | float) and value > 0 else 10.0
+    return np.log(values + m.log_offset)
 
 
 def boot_values(data: VariantData, by_block: bool) -> dict[str, BootValues]:
@@ -100,14 +77,13 @@ def boot_values(data: VariantData, by_block: bool) -> dict[str, BootValues]:
     codes = np.array([order[u] for u in run_units], dtype=np.int64)
     hung = np.bincount(np.array([order[u] for u in hung_units], dtype=np.int64), minlength=k)
     done = np.bincount(codes, minlength=k)
-    duration = _duration(data)
     both = (
         data.hist_map + data.hist_unmap
         if data.hist_map is not None and data.hist_unmap is not None
         else None
     )
     out: dict[str, BootValues] = {}
-    for m in METRICS:
+    for m in data.metrics:
         vals = np.full(k, np.nan)
         if m.key == "hang_rate":
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -116,8 +92,8 @@ def boot_values(data: VariantData, by_block: bool) -> dict[str, BootValues]:
             pass  # summary-only runs (imported data): the side does not measure this metric
         else:
             per_run = data.values[m.key]
-            worst = worst_value(m, duration)
-            if m.unit == "ms" and math.isfinite(worst):
+            worst = m.worst()
+            if m.kind == "latency" and math.isfinite(worst):
                 # a percentile beyond the histogram's last bucket is infinite (seen on a
                 # starved host: p99.9 above every bucket); it counts as a hang's value,
                 # censored like one, so that two such boots tie instead of giving inf - inf

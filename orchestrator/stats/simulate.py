@@ -57,10 +57,12 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import METRIC_BY_KEY, METRICS, Metric
+from ..metrics import Metric, by_key
 from ..results import ResultsFile
+from ..workloads.api import metric_set
+from ..workloads.maps_contention.workload import WORKLOAD as MAPS_CONTENTION
 from . import inference as inf
-from .boots import BootValues, log_scale, worst_value
+from .boots import BootValues, log_scale
 from .options import Verdict
 from .summary import variance_split
 from .values import extract
@@ -70,6 +72,9 @@ FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
 HEADLINE = "above_1ms"
 DURATION_S = 10.0  # the default experiment's run length, for a hung run's worst latency
+# the simulator models the default experiment's workload, maps-contention
+METRICS = metric_set(MAPS_CONTENTION, {"duration_s": DURATION_S})
+METRIC_BY_KEY = by_key(METRICS)
 # typical levels of the metrics (only ratios matter; these keep shares below 1000 per mille)
 LEVELS = {"‰": 100.0, "ms": 2.0, "ops/s": 5e4}
 HEADLINE_LEVEL = 200.0
@@ -224,7 +229,7 @@ def _reduce(draw: _Draw, design: Design) -> tuple[dict[str, BootValues], dict[st
             else:
                 values = np.median(per_run, axis=1)
             if any_hung[s].any():
-                worst = worst_value(m, DURATION_S)
+                worst = m.worst()
                 with_hangs = np.where(draw.hung[s], worst, per_run)
                 values = np.where(any_hung[s], np.median(with_hangs, axis=1), values)
             sides[s][m.key] = BootValues(units, blocks, np.asarray(values, dtype=np.float64))

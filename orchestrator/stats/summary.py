@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import METRICS, TAIL_THRESHOLDS_MS
+from ..workloads.maps_contention.metrics import TAIL_THRESHOLDS_MS
 from .histograms import percentile_rows, share_above_rows
 from .options import OP_PERCENTILES, RUN_MAX_THRESHOLDS_MS, FloatArray, IntArray
 from .values import VariantData
@@ -155,13 +155,18 @@ def summarize(data: VariantData) -> Summary:
     """The per-variant summary of :class:`VariantData`."""
     metrics: dict[str, Distribution] = {}
     variance: dict[str, VarianceSplit] = {}
-    for m in METRICS:
+    for m in data.metrics:
         d = distribution(data.values[m.key])
         if d is not None:
             metrics[m.key] = d
             variance[m.key] = variance_split(data.values[m.key], data.boot_codes)
-    maxima = data.values["max_ms"]
-    max_above = {f"{t:g}": int(np.sum(maxima > t)) for t in RUN_MAX_THRESHOLDS_MS}
+    # runs whose slowest operation passed a threshold: for workloads that report one
+    maxima = data.values.get("max_ms")
+    max_above = (
+        {f"{t:g}": int(np.sum(maxima > t)) for t in RUN_MAX_THRESHOLDS_MS}
+        if maxima is not None
+        else {}
+    )
     operations: dict[str, OpSummary] = {}
     histograms: dict[str, tuple[tuple[int, int], ...]] = {}
     if data.hist_map is not None and data.hist_unmap is not None:

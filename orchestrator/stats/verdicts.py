@@ -38,12 +38,14 @@ import numpy as np
 
 from ..checks import CheckGate, gate
 from ..errors import UserError
-from ..metrics import METRIC_BY_KEY, METRICS, Metric, metric
+from ..metrics import Metric, find, hang_rate
 from ..results import ResultsFile
+from ..workloads import registry
+from ..workloads.registry import metrics_of
 from . import inference as inf
 from .boots import BootValues, boot_values, log_scale, pair
 from .comparability import Difference, _baseline, _is_emulated, comparability
-from .options import DEFAULT_HEADLINE, StatsOptions, Verdict
+from .options import StatsOptions, Verdict
 from .resampling import holm
 from .summary import Summary, summarize
 from .values import VariantData, extract
@@ -82,11 +84,8 @@ class MetricComparison:
     unpaired_boots: tuple[str, ...] = ()
     log_ratios: tuple[float, ...] = ()  # per paired block, for charts and comparison.json
     post_hoc: bool = False  # a headline chosen after the run
-
-    @property
-    def spec(self) -> Metric:
-        """The metric's definition."""
-        return METRIC_BY_KEY[self.metric]
+    # the metric's definition, as the workload declared it
+    spec: Metric = field(default_factory=hang_rate, compare=False, repr=False)
 
     @property
     def change_pct(self) -> float | None:
@@ -193,6 +192,13 @@ class Comparison:
     declared_headline: str | None = None
     # the correctness checks compared between the sides (orchestrator/checks.py)
     checks: tuple[CheckGate, ...] = ()
+    # the workload's metrics, in its order (orchestrator/workloads), the hang rate last
+    metrics: tuple[Metric, ...] = ()
+    workload: str = "maps-contention"
+
+    def metric_def(self, key: str) -> Metric:
+        """The definition of metric ``key`` (:class:`UserError` when the workload has none)."""
+        return find(self.metrics, key)
 
     @property
     def checks_regressed(self) -> bool:
@@ -242,13 +248,31 @@ def _design(r: ResultsFile) -> Mapping[str, Any]:
     return d if isinstance(d, Mapping) else {}
 
 
-def declared_headline(results: Sequence[ResultsFile]) -> str | None:
+def declared_headline(
+    results: Sequence[ResultsFile], metrics: Sequence[Metric] | None = None
+) -> str | None:
     """The headline the experiment declared before the run (in the results' provenance)."""
     for r in results:
         named = _workload(r).get("headline")
         if named:
-            return metric(str(named)).key
+            return find(
+                metrics if metrics is not None else metrics_of(r.provenance), str(named)
+            ).key
     return None
+
+
+def _one_workload(datas: Sequence[VariantData]) -> tuple[str, tuple[Metric, ...]]:
+    """The workload every side was measured with, and its metrics (the baseline's
+    parameters; a candidate's metric that the baseline lacks is left out)."""
+    names = {
+        str(registry.section(d.results.provenance).get("name") or registry.DEFAULT) for d in datas
+    }
+    if len(names) > 1:
+        raise UserError(
+            "the results were measured with different workloads: " + ", ".join(sorted(names)),
+            hint="compare results of one experiment's run",
+        )
+    return names.pop(), datas[0].metrics
 
 
 def _smallest_effect(results: Sequence[ResultsFile], options: StatsOptions) -> float:
@@ -331,7 +355,7 @@ def compare_metric(
     if nb == 0 and nc == 0:
         return None
     common: dict[str, Any] = dict(
-        metric=m.key, family=family, n_baseline=runs[0], n_candidate=runs[1],
+        metric=m.key, spec=m, family=family, n_baseline=runs[0], n_candidate=runs[1],
         boots_baseline=nb, boots_candidate=nc,
         baseline_median=_median(bv), candidate_median=_median(cv), level=level,
     )  # fmt: skip
@@ -790,8 +814,11 @@ def compare(
     ordered = [r for r in results if r.variant == baseline_name] + [
         r for r in results if r.variant != baseline_name
     ]
-    declared = declared_headline(ordered)
-    headline = metric(options.headline).key if options.headline else declared or DEFAULT_HEADLINE
+    datas = [extract(r) for r in ordered]
+    workload, metrics = _one_workload(datas)
+    declared = declared_headline(ordered, metrics)
+    default = registry.get(workload).default_headline(registry.section(ordered[0].provenance))
+    headline = find(metrics, options.headline).key if options.headline else declared or default
     post_hoc = declared is not None and headline != declared
     smallest = _smallest_effect(ordered, options)
     max_blocks = _max_blocks(ordered, options)
@@ -802,7 +829,6 @@ def compare(
         head_level = inf.sequential_level(head_level, max_blocks)
         sequential = {"max_blocks": max_blocks, "level": head_level}
 
-    datas = [extract(r) for r in ordered]
     summaries = [summarize(d) for d in datas]
     paired = _pairable(datas)
     tables = [boot_values(d, by_block=paired) for d in datas]
@@ -811,7 +837,7 @@ def compare(
     drafts: list[tuple[VariantData, list[MetricComparison], tuple[Difference, ...]]] = []
     for cand, ctabs in zip(datas[1:], tables[1:], strict=True):
         found = []
-        for m in METRICS:
+        for m in metrics:
             family = "headline" if m.key == headline else "exploratory"
             level = head_level if family == "headline" else options.alpha
             runs = (_runs(base, m), _runs(cand, m))
@@ -829,12 +855,12 @@ def compare(
         verdict = head.verdict if head is not None else Verdict.INCONCLUSIVE
         advice = None
         if head is not None:
-            m = METRIC_BY_KEY[head.metric]
+            m = head.spec
             ctabs = tables[datas.index(cand)]
             advice = _advice(head, m, base, cand, btabs[m.key], ctabs[m.key], smallest)
         strata: tuple[Stratum, ...] = ()
         if head is not None and paired:
-            m = METRIC_BY_KEY[head.metric]
+            m = head.spec
             strata = _strata(base, btabs[m.key], tables[datas.index(cand)][m.key], m, head.level)
         candidates.append(
             CandidateComparison(cand.variant, verdict, decided, differences, advice, strata)
@@ -891,6 +917,8 @@ def compare(
         sequential=sequential,
         declared_headline=declared,
         checks=gate(ordered, baseline_name),
+        metrics=metrics,
+        workload=workload,
     )
 
 

@@ -29,6 +29,7 @@ from orchestrator.errors import (
 from orchestrator.fsutil import write_json
 from orchestrator.results import ResultsFile
 from orchestrator.workloads.maps_contention import driver
+from orchestrator.workloads.maps_contention import workload as maps_workload
 
 EXPERIMENT = """\
 schema: 1
@@ -48,7 +49,8 @@ def plan_of(sides: tuple[str, ...], blocks: int = 6, seed: int = 1, **kw: Any) -
     fields: dict[str, Any] = dict(
         experiment="demo", experiment_file="exp.yaml", variants=sides,
         kernels={s: s for s in sides}, baseline=sides[0], blocks=blocks, runs=2,
-        duration_s=1.0, region_mb=64, busy_ms=1, procfile="maps", cpus=2, memory="512M",
+        duration_s=1.0, params={"region_mb": 64, "busy_ms": 1, "procfile": "maps"}, cpus=2,
+        memory="512M",
         accel="tcg", seed=1, aa=False, order_seed=seed,
     )  # fmt: skip
     fields.update(kw)
@@ -245,7 +247,7 @@ class Clock:
 
 def fake_kernel() -> Any:
     meta = {"kernel_release": "7.2", "config_sha256": "c" * 64, "patches": []}
-    return SimpleNamespace(metadata=meta, key="k", bzimage=Path("bzImage"))
+    return SimpleNamespace(metadata=meta, key="k", bzimage=Path("bzImage"), checks={})
 
 
 class Bench:
@@ -470,7 +472,7 @@ def test_boots_and_runs_record_their_block_position_and_attempt(
         return driver.WorkloadResult(params, driver.placement(params.vcpus), tuple(outcomes))
 
     monkeypatch.setattr(run.vm, "Guest", FakeGuest)
-    monkeypatch.setattr(run.driver, "run_workload", workload)
+    monkeypatch.setattr(maps_workload.driver, "run_workload", workload)
     plan = plan_of(("base", "cand"), blocks=2)
     rundir = tmp_path / "run"
     runner = run.Runner(config.load(exp_file(tmp_path)), plan, rundir, build.NullProgress(), "")

@@ -47,7 +47,9 @@ def test_valid_file_resolves_paths_against_the_file(tmp_path: Path) -> None:
     assert exp.variants[1].series == config.SeriesSpec("dir", path=tmp_path / "patches")
     assert exp.vm == config.VmSpec(cpus=2, memory="512M", accel="tcg")
     assert (
-        exp.workload.duration_s == 2.5 and exp.workload.region_mb == 64 and exp.workload.runs == 3
+        exp.workload.duration_s == 2.5
+        and exp.workload.params["region_mb"] == 64
+        and exp.workload.runs == 3
     )
 
 
@@ -150,7 +152,8 @@ def test_headline_must_be_a_known_metric(tmp_path: Path) -> None:
     assert exp.workload.headline == "above_1ms"
     (p,) = problems(tmp_path, GOOD.replace("region_mb: 64}", "region_mb: 64, headline: fastest}"))
     assert (
-        "workload.headline: must be a metric korch reports: max_ms" in p and "(got 'fastest')" in p
+        "workload.headline: must be a metric maps-contention reports: max_ms" in p
+        and "(got 'fastest')" in p
     )
 
 

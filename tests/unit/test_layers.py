@@ -119,3 +119,23 @@ def test_the_library_takes_typed_arguments_not_the_command_line() -> None:
                 if "args" in names:
                     found.append(f"{_module(path)}.{node.name}")
     assert found == []
+
+
+def test_the_core_knows_a_workload_only_through_its_declaration() -> None:
+    # plan, runner, results, report and history reach a workload through the registry and
+    # the interface (orchestrator/workloads/api.py); the exceptions are the operation
+    # histograms' arithmetic (their bucket layout and thresholds) and the simulator, which
+    # models the default experiment's workload on purpose
+    graph = _graph()
+    shared = {"api", "registry", "protocol", "fake"}
+    allowed = {
+        "orchestrator.stats",
+        "orchestrator.stats.histograms",
+        "orchestrator.stats.summary",
+        "orchestrator.stats.simulate",
+    }
+    for name, deps in graph.items():
+        if name.startswith("orchestrator.workloads") or name in allowed:
+            continue
+        own = {d for d in deps if d.startswith("orchestrator.workloads.")}
+        assert {d.split(".")[2] for d in own} <= shared, (name, sorted(own))

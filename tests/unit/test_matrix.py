@@ -69,7 +69,7 @@ def test_matrix_section_and_cells(tmp_path: Path) -> None:
     ]
     assert got[1].settings == {"vm.cpus": 2, "workload.procfile": "smaps"}
     plan = stages.cell_plan(plans.make_plan(exp), got[3])
-    assert plan.cpus == 4 and plan.procfile == "smaps" and plan.runs == 3
+    assert plan.cpus == 4 and plan.params["procfile"] == "smaps" and plan.runs == 3
     assert got[0].dir(tmp_path) == tmp_path / "cells" / "cpus-2_procfile-maps"
     assert stages.cells(experiment(tmp_path)) == [stages.Cell("default", {})]
     assert stages.Cell("default", {}).dir(tmp_path) == tmp_path
@@ -136,7 +136,7 @@ def test_plan_writes_cells_and_matrix_reads_them(tmp_path: Path, capsys) -> None
     assert list(info["cells"]) == [c.id for c in stages.cells(config.load(exp_file))]
     cell = json.loads((rundir / "cells" / "cpus-4_procfile-smaps" / "run.json").read_text())
     assert cell["run_id"] == info["run_id"] and cell["created"] == info["created"]
-    assert cell["plan"]["cpus"] == 4 and cell["plan"]["procfile"] == "smaps"
+    assert cell["plan"]["cpus"] == 4 and cell["plan"]["params"]["procfile"] == "smaps"
     assert cell["plan"]["runs"] == 2
     assert cell["cell"] == {
         "id": "cpus-4_procfile-smaps",

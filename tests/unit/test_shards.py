@@ -27,8 +27,7 @@ def plan(blocks: int, shards: int, sides: int = 2) -> Plan:
     names = tuple(f"v{i}" for i in range(sides))
     return Plan(
         experiment="demo", experiment_file="x", variants=names, kernels={n: n for n in names},
-        baseline=names[0], blocks=blocks, runs=1, duration_s=1.0, region_mb=64, busy_ms=2,
-        procfile="maps", cpus=2, memory="1G", accel="tcg", seed=1, aa=False, shards=shards,
+        baseline=names[0], blocks=blocks, runs=1, duration_s=1.0, cpus=2, memory="1G", accel="tcg", seed=1, aa=False, shards=shards,
     )  # fmt: skip
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.metrics import METRICS
 from orchestrator.stats import DECISIVE, Verdict
 from orchestrator.stats import inference as inf
 from orchestrator.stats import simulate as sim
+from orchestrator.stats.simulate import METRICS
 
 DATA = Path(__file__).resolve().parents[2] / "ci" / "bench" / "data" / "tcg"
 DEFAULT = sim.Design(blocks=16, runs=1)  # korch's default: 16 blocks of 1 run, paired
