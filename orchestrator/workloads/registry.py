@@ -8,10 +8,12 @@ from typing import Any
 from ..errors import UserError
 from ..metrics import Metric
 from .api import Workload, metric_set
+from .command.workload import WORKLOAD as COMMAND
+from .kselftest.workload import WORKLOAD as KSELFTEST
 from .maps_contention.workload import WORKLOAD as MAPS_CONTENTION
 
 DEFAULT = MAPS_CONTENTION.name
-WORKLOADS: Mapping[str, Workload] = {w.name: w for w in (MAPS_CONTENTION,)}
+WORKLOADS: Mapping[str, Workload] = {w.name: w for w in (MAPS_CONTENTION, COMMAND, KSELFTEST)}
 
 
 def get(name: str) -> Workload:
