@@ -201,8 +201,13 @@ def render(comparison: Comparison, console: Console) -> None:
     console.print(summary_table(comparison))
     console.print(
         Text(
-            f"max>X: runs whose maximum exceeds X; op pNN: per-operation percentiles in ms, all"
-            f" runs merged; between boots: share of the variance of {comparison.headline}"
+            (
+                "max>X: runs whose maximum exceeds X; op pNN: per-operation percentiles in ms,"
+                " all runs merged; "
+                if fmt.op_latencies(comparison)
+                else ""
+            )
+            + f"between boots: share of the variance of {comparison.headline}"
             " that lies between boots",
             style="dim",
         )
