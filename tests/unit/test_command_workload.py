@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from orchestrator import config
-from orchestrator.errors import ConfigError, WorkloadError
+from orchestrator.errors import ConfigError, UserError, WorkloadError
 from orchestrator.report import ReportOptions, write_reports
 from orchestrator.report.synthetic import provenance
 from orchestrator.results import ResultsFile
@@ -283,3 +283,10 @@ def test_a_comparison_of_command_results_uses_the_declared_metrics(tmp_path: Pat
     page = (rundir / "report.html").read_text()
     assert "read_us (us)" in page and "Per-run maxima" not in page
     assert "read_us" in (rundir / "junit.xml").read_text()
+
+
+def test_a_file_gone_since_the_plan_is_named_before_a_boot(tmp_path: Path) -> None:
+    params = {"files": [str(tmp_path / "gone")], "metrics": {}}
+    with pytest.raises(UserError) as info:
+        WORKLOAD.guest_files(params, None, "/opt/korch")
+    assert f"workload.files: {tmp_path / 'gone'} no longer exists" in info.value.message

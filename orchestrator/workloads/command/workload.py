@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ...errors import SSHTimeout, WorkloadError
+from ...errors import SSHTimeout, UserError, WorkloadError
 from ...fsutil import atomic_write
 from ...metrics import KINDS, Metric
 from ..api import Extracted, Outcome, ParseContext, Session, Workload
@@ -277,6 +277,13 @@ class Command(Workload):
         files = tuple(
             GuestFile(Path(p), f"{where}/{Path(p).name}") for p in params.get("files", ())
         )
+        gone = [str(f.host) for f in files if not f.host.exists()]
+        if gone:
+            raise UserError(
+                f"workload.files: {', '.join(gone)} no longer exists (the plan recorded it)",
+                hint="build or restore it at that path; a bench job on another machine needs"
+                " it at the same path",
+            )
         return expand_files(files)
 
     def script(self, params: Mapping[str, Any], session: Session, index: int) -> str:
