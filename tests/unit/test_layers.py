@@ -139,3 +139,17 @@ def test_the_core_knows_a_workload_only_through_its_declaration() -> None:
             continue
         own = {d for d in deps if d.startswith("orchestrator.workloads.")}
         assert {d.split(".")[2] for d in own} <= shared, (name, sorted(own))
+
+
+def test_every_package_is_in_the_wheel() -> None:
+    # pyproject.toml lists the packages by hand: one left out imports in a checkout (and an
+    # editable install) but not in an installed korch
+    import tomllib
+
+    listed = set(
+        tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    found = {_module(p) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
