@@ -595,7 +595,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
         "--headline",
         metavar="METRIC",
         help="the metric that decides the verdict (default: the one the experiment declared,"
-        " else max_ms); another than the declared one is marked exploratory",
+        " else its workload's: max_ms for maps-contention); another than the declared one is"
+        " marked exploratory",
     )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument(
@@ -718,7 +719,9 @@ def _history_args(p: argparse.ArgumentParser) -> None:
         help="fewer comparable earlier nights is inconclusive (default 3)",
     )
     check.add_argument(
-        "--headline", metavar="METRIC", help="default: the experiment's, else max_ms"
+        "--headline",
+        metavar="METRIC",
+        help="default: the experiment's, else its workload's (max_ms for maps-contention)",
     )
     check.add_argument(
         "--alpha", type=float, default=0.05, help="significance level (default 0.05)"
