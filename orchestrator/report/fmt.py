@@ -261,7 +261,8 @@ def check_alerts(comparison: Comparison) -> list[str]:
 
 
 CHECKS_NOTE = (
-    "Correctness checks run in every boot after the timed runs. A check that passes on the"
+    "Correctness checks run in every boot, after the timed runs (or as the kselftest workload's"
+    " runs). A check that passes on the"
     " baseline (no failing boot) and fails on any candidate boot is a regression: a test that sees a torn"
     " read reports a fact, not a noisy sample."
 )
