@@ -414,6 +414,20 @@ def _interval_text(mc: MetricComparison) -> str:
     return f"[{_pct(mc.ci_low)}, {_pct(mc.ci_high)}]"
 
 
+DISCRETE_KINDS = ("count", "pass/fail")
+
+
+def _discrete_ties(mc: MetricComparison) -> int:
+    """Blocks whose two sides tie exactly, for a metric of discrete values (a count, a
+    pass/fail result) whose other blocks differ; 0 otherwise. Ties at zero pull every Walsh
+    average towards it, so the interval can be [0, 0] although some blocks differ widely
+    (ci/bench/kinds.py: half of all A/A comparisons of a 10%-failing pass/fail metric)."""
+    if mc.spec.kind not in DISCRETE_KINDS or mc.method != "paired":
+        return 0
+    tied = sum(1 for x in mc.log_ratios if x == 0.0)
+    return tied if tied < len(mc.log_ratios) else 0
+
+
 def decide(
     mc: MetricComparison, smallest: float, comparable: bool = True, force: bool = False
 ) -> MetricComparison:
@@ -451,7 +465,17 @@ def decide(
     interval = f"{100 * (1 - level):.3g}% interval {_interval_text(mc)}"
     adjusted = "Holm-adjusted " if mc.family == "exploratory" else ""
     p_text = f"{adjusted}p = {mc.p_adjusted:.3g}"
-    if 1 / (1 + smallest) < mc.ci_low and mc.ci_high < 1 + smallest:
+    inside = 1 / (1 + smallest) < mc.ci_low and mc.ci_high < 1 + smallest
+    ties = _discrete_ties(mc)
+    if inside and ties:
+        return replace(
+            mc,
+            reason=f"{interval} lies inside ±{100 * smallest:g}%, but {ties} of"
+            f" {len(mc.log_ratios)} blocks tie exactly: with {mc.spec.kind} values the rank"
+            f" interval collapses onto the ties, too narrow to call the sides equivalent;"
+            f" {where}",
+        )
+    if inside:
         return replace(
             mc,
             verdict=Verdict.EQUIVALENT,

@@ -290,3 +290,31 @@ def test_a_file_gone_since_the_plan_is_named_before_a_boot(tmp_path: Path) -> No
     with pytest.raises(UserError) as info:
         WORKLOAD.guest_files(params, None, "/opt/korch")
     assert f"workload.files: {tmp_path / 'gone'} no longer exists" in info.value.message
+
+
+def _judge(kind: str, base: list[float], cand: list[float]) -> Any:
+    from orchestrator.stats.boots import BootValues
+    from orchestrator.stats.verdicts import compare_metric, decide
+
+    m = build_metric("x", {"unit": "", "kind": kind}, 60)
+    blocks = np.arange(1, len(base) + 1)
+    units = tuple(f"block {b}" for b in blocks)
+    mc = compare_metric(
+        m, "headline", BootValues(units, blocks, np.array(base)),
+        BootValues(units, blocks, np.array(cand)), paired=True, level=0.05,
+    )  # fmt: skip
+    return decide(mc, 0.05)
+
+
+def test_discrete_ties_never_make_two_sides_equivalent() -> None:
+    # 16 blocks of one pass/fail run a side: two failures on each side, in other blocks;
+    # the rank interval collapses to [0, 0] on the 12 tied blocks
+    base = [1000.0, 1000.0] + [0.0] * 14
+    cand = [0.0, 0.0, 1000.0, 1000.0] + [0.0] * 12
+    mc = _judge("pass/fail", base, cand)
+    assert (mc.ci_low, mc.ci_high) == (1.0, 1.0)
+    assert mc.verdict == Verdict.INCONCLUSIVE and "12 of 16 blocks tie exactly" in mc.reason
+    # the same numbers as a latency are continuous data that happen to tie: unchanged rule
+    assert _judge("latency", base, cand).verdict == Verdict.EQUIVALENT
+    # both sides passing in every block: nothing differs, and equivalent says so
+    assert _judge("pass/fail", [0.0] * 16, [0.0] * 16).verdict == Verdict.EQUIVALENT
