@@ -322,6 +322,21 @@ class Runner:
     def runs_done(res: ResultsFile, boot_id: str) -> int:
         return sum(1 for r in res.runs if r.get("boot") == boot_id)
 
+    def checks_missing(self, res: ResultsFile, boot_id: str, kernel: build.Build) -> list[str]:
+        """The experiment's checks that no attempt of boot ``boot_id`` has a result for
+        (a run cut short after its timed runs); only those the kernel has a program for."""
+        have: set[str] = set()
+        for b in res.boots:
+            if b.get("id") == boot_id:
+                have |= set(b.get("checks") or {})
+        return [c.test for c in self.exp.checks if c.test in kernel.checks and c.test not in have]
+
+    def boot_done(self, res: ResultsFile, boot_id: str, kernel: build.Build) -> bool:
+        """True when boot ``boot_id`` has every run and every check."""
+        return self.runs_done(res, boot_id) >= self.plan.runs and not self.checks_missing(
+            res, boot_id, kernel
+        )
+
     # -- the main loop ---------------------------------------------------------------------
 
     def execute(self) -> dict[str, ResultsFile]:
@@ -399,7 +414,9 @@ class Runner:
         for block in plan.own_blocks:
             order = [s for s in plan.block_order(block) if s in results]
             missing = [
-                s for s in order if self.runs_done(results[s], boot_id(s, block)) < plan.runs
+                s
+                for s in order
+                if not self.boot_done(results[s], boot_id(s, block), builds[plan.kernels[s]])
             ]
             if not missing:
                 continue
@@ -506,6 +523,8 @@ class Runner:
         and run its missing runs, saving after every run."""
         this_boot = boot_id(res.variant, block)
         done = self.runs_done(res, this_boot)
+        # a boot booted again runs only what it lacks: its missing runs, its missing checks
+        todo_checks = self.checks_missing(res, this_boot, kernel)
         attempt = 1 + sum(1 for b in res.boots if b.get("id") == this_boot)
         workdir = self.dirs.boot(res.variant, block, attempt)
         if workdir.exists():
@@ -573,14 +592,15 @@ class Runner:
                     save_dir=workdir,
                     on_check=check,
                 )
-                res.provenance.update(self.workload.run(session))
+                if session.runs > 0:
+                    res.provenance.update(self.workload.run(session))
                 others = host_share.others() if host_share else None
                 if others is not None:
                     entry["host_others_cpu"] = round(others, 3)
                 self.timings["workload"] = (
                     self.timings.get("workload", 0.0) + time.monotonic() - t_workload
                 )
-                self.run_checks(res, kernel, guest, entry, workdir, where)
+                self.run_checks(res, kernel, guest, entry, workdir, where, todo_checks)
         except BaseException as exc:
             entry["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             entry["ended_at"] = now()
@@ -597,10 +617,12 @@ class Runner:
         entry: dict[str, Any],
         workdir: Path,
         where: str,
+        tests: list[str],
     ) -> None:
-        """The experiment's correctness checks, after the timed runs of this boot (so they
-        cannot disturb the timings); their results go into the boot's entry."""
-        if not self.exp.checks or not kernel.checks:
+        """The experiment's correctness checks ``tests``, after the timed runs of this boot
+        (so they cannot disturb the timings); their results go into the boot's entry."""
+        specs = [c for c in self.exp.checks if c.test in tests]
+        if not specs:
             return
         self.progress.stage(res.variant, f"{where}: checks")
 
@@ -612,7 +634,7 @@ class Runner:
         t_checks = time.monotonic()
         checks.run_checks(
             RemoteAdapter(guest),
-            self.exp.checks,
+            specs,
             kernel.checks,
             save_dir=workdir / "checks",
             on_check=on_check,

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from orchestrator import build, cli, config, run, rundir
+from orchestrator import checks as checks_mod
 from orchestrator import plan as plans
 from orchestrator.errors import (
     EXIT_GUEST,
@@ -493,6 +494,65 @@ def test_boots_and_runs_record_their_block_position_and_attempt(
     assert [r["seed"] for r in res.runs] == [3, 4]
     saved = ResultsFile.load(rundir / "results" / "cand.json")
     assert saved.runs == res.runs
+
+
+def test_a_resumed_boot_whose_checks_were_cut_short_runs_only_the_missing_checks(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """A run stopped after a boot's timed runs but before its checks: --resume boots it
+    again for the checks it lacks, runs no workload, and the gate sees each check once."""
+
+    class FakeGuest:
+        boot_s = 1.0
+        proc = None
+
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            pass
+
+        def __enter__(self) -> FakeGuest:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            return None
+
+        def run(self, cmd: str, timeout: float) -> Any:
+            return SimpleNamespace(stdout="Linux version 7.2 (fake)\n")
+
+    def no_workload(*args: Any, **kw: Any) -> None:
+        raise AssertionError("the boot's runs were complete: no workload to run")
+
+    ran: list[list[str]] = []
+
+    def fake_checks(remote: Any, specs: Any, binaries: Any, save_dir: Any, on_check: Any) -> None:
+        ran.append([spec.test for spec in specs])
+        for spec in specs:
+            on_check(spec.test, checks_mod.CheckResult("pass", 0, 1.0, passed=1))
+
+    monkeypatch.setattr(run.vm, "Guest", FakeGuest)
+    monkeypatch.setattr(maps_workload.driver, "run_workload", no_workload)
+    monkeypatch.setattr(run.checks, "run_checks", fake_checks)
+    text = EXPERIMENT + "checks: [proc/a, proc/b]\n"
+    plan = plan_of(("base", "cand"), blocks=1)
+    runner = run.Runner(
+        config.load(exp_file(tmp_path, text)), plan, tmp_path / "run", build.NullProgress(), ""
+    )
+    runner.env = dict(ENV)
+    kernel = fake_kernel()
+    kernel.checks = {"proc/a": Path("a"), "proc/b": Path("b")}
+    res = runner.results_for("cand", kernel)
+    # the earlier session: both runs done, proc/a done, then SIGKILL
+    res.boots.append({"id": "cand-1", "attempt": 1, "block": 1, "checks": {"proc/a": {}}})
+    res.runs += [{"boot": "cand-1", "attempt": 1, "block": 1, "index": i} for i in range(2)]
+    assert runner.checks_missing(res, "cand-1", kernel) == ["proc/b"]
+    assert not runner.boot_done(res, "cand-1", kernel)
+
+    runner.one_boot(res, kernel, None, None, 1, 0)  # type: ignore[arg-type]
+    assert ran == [["proc/b"]] and len(res.runs) == 2
+    assert res.boots[1]["attempt"] == 2 and list(res.boots[1]["checks"]) == ["proc/b"]
+    assert runner.boot_done(res, "cand-1", kernel)
+    # a check the kernel has no program for is not waited for
+    kernel.checks = {"proc/a": Path("a")}
+    assert runner.checks_missing(res, "cand-1", kernel) == []
 
 
 def test_a_run_directory_is_held_by_one_korch(monkeypatch, tmp_path: Path) -> None:
