@@ -67,7 +67,7 @@ from .plan import (
     plan_from_json,
 )
 from .results import ResultsFile
-from .rundir import RunDir, run_id
+from .rundir import GUEST_PACKAGES, RunDir, run_id
 from .workloads.api import GUEST_DIR, Outcome, Session, Workload
 from .workloads.protocol import RemoteAdapter
 from .workloads.registry import get as get_workload
@@ -169,6 +169,15 @@ class Runner:
         copy = self.dirs.root / "experiment.yaml"
         if not copy.exists() and Path(self.exp.path).is_file():
             atomic_write(copy, Path(self.exp.path).read_text())
+        # for a bench job on another machine to install before it boots (the workflow
+        # passes it to ci/install-deps.sh): the experiment's guest.packages, one per line
+        packages = self.dirs.root / GUEST_PACKAGES
+        if not packages.exists():
+            atomic_write(
+                packages,
+                "# the experiment's guest.packages: installed on a machine that boots its"
+                " guests\n" + "".join(f"{name}\n" for name in self.exp.guest.packages),
+            )
 
     def kernel_names(self, only: list[str] | None = None) -> list[str]:
         """The variants whose kernels the plan boots (``only`` narrows them), in file order."""

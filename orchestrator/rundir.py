@@ -6,9 +6,11 @@ bisect ask it instead of joining path names themselves::
     RUNDIR/
       run.json                 the plan (RunDir.plan, RunDir.info): settings, seed, run id
       experiment.yaml          the experiment as planned
+      guest-packages.txt       its guest.packages, for a bench job to install
       results/<variant>.json   one results file per variant (RunDir.results)
       build/<variant>/         the kernel and its checks' programs (build.export)
-      boot/<variant>-<block>[.<attempt>]/   console.log, qemu.log, checks/ (RunDir.boot)
+      boot/<variant>-<block>[.<attempt>]/   console.log, qemu.log, checks/, the workload's
+                               outputs (command/, kselftest/) (RunDir.boot)
       aa/                      an A/A run beside the A/B one (RunDir(root, aa=True).base)
       cells/<cell>/            a matrix cell, itself a run directory
       [cells/<cell>/]shards/<n>/   a shard of a cell's blocks, itself a run directory
@@ -41,6 +43,7 @@ CELLS_DIR = "cells"
 SHARDS_DIR = "shards"
 AA_SUBDIR = "aa"
 AA_DIR = Path(AA_SUBDIR) / RESULTS_DIR
+GUEST_PACKAGES = "guest-packages.txt"  # the experiment's guest.packages, for a bench job
 
 
 class RunDir:

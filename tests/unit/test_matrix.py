@@ -377,3 +377,15 @@ def test_variants_of_two_trees_build_in_two_jobs(tmp_path: Path, capsys) -> None
     assert main(["matrix", str(f)]) == EXIT_OK
     bench = stages.matrix_from_json(capsys.readouterr().out)["include"]
     assert {e["kernel"] for e in bench} == {"linux-source-7.2+linux-source-6.12"}
+
+
+def test_the_plan_lists_the_guest_packages_a_bench_job_installs(tmp_path: Path) -> None:
+    # korch.yml's bench job passes RUNDIR/guest-packages.txt to ci/install-deps.sh
+    exp_file = tmp_path / "e.yaml"
+    exp_file.write_text(EXPERIMENT + "guest: {packages: [ccache]}\n")
+    rundir = tmp_path / "r"
+    assert main(["plan", str(exp_file), "--out", str(rundir)]) == EXIT_OK
+    listed = (rundir / "guest-packages.txt").read_text().splitlines()
+    assert listed[0].startswith("#") and listed[1:] == ["ccache"]
+    workflow = (REPO / "ci" / "github" / "korch.yml").read_text()
+    assert 'install-deps.sh "$RUNDIR/guest-packages.txt"' in workflow
