@@ -84,6 +84,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"{exp.path}: ok ({exp.name}: {len(exp.variants)} variants, baseline {exp.baseline}"
         + (f"; cross-tree: {trees} kernel sources" if trees > 1 else "")
+        + f"; workload {exp.workload.name}"
         + ")"
     )
     return errors.EXIT_OK

@@ -18,11 +18,14 @@ def test_validate_ok_and_error(tmp_path: Path, capsys) -> None:
         "variants: [{name: a}, {name: b, patches: [p.patch]}]\n"
     )
     assert main(["validate", str(good)]) == EXIT_OK
-    assert "ok (t: 2 variants, baseline a)" in capsys.readouterr().out
+    assert "ok (t: 2 variants, baseline a; workload maps-contention)" in capsys.readouterr().out
     cross = tmp_path / "cross.yaml"
     cross.write_text(good.read_text().replace("{name: a}", "{name: a, source: {path: other}}"))
     assert main(["validate", str(cross)]) == EXIT_OK
-    assert "ok (t: 2 variants, baseline a; cross-tree: 2 kernel sources)" in capsys.readouterr().out
+    assert (
+        "ok (t: 2 variants, baseline a; cross-tree: 2 kernel sources; workload maps-contention)"
+        in capsys.readouterr().out
+    )
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(
