@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from orchestrator import build, vm
-from orchestrator.errors import EXIT_INCONCLUSIVE, EXIT_REGRESSION
+from orchestrator.errors import EXIT_INCONCLUSIVE, EXIT_INFRA, EXIT_REGRESSION
 from orchestrator.results import ResultsFile
+from tests import faults
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "command"
@@ -102,3 +103,41 @@ def test_the_kselftest_workload_finds_a_patch_that_tears_maps(
     md = (rundir / "summary.md").read_text()
     assert "Correctness regression in skip-a-vma" in md and "tests' wall time (s)" in md
     assert not vm.live_pids()
+
+
+def test_a_command_that_fails_in_the_guest_is_named_and_its_earlier_run_kept(
+    default_builds: dict[str, build.Build], tmp_path: Path
+) -> None:
+    patch = ROOT / "orchestrator" / "experiments" / "patches" / "maps-under-mmap-lock.patch"
+    bench = tmp_path / "bench"
+    # the first run measures, the second fails as a broken benchmark does
+    bench.write_text(
+        "#!/bin/sh\n"
+        'if [ "$KORCH_RUN" = 0 ]; then echo \'{"x_us": 5}\'; exit 0; fi\n'
+        "echo 'bench: cannot open /dev/nothing' >&2; exit 3\n"
+    )
+    bench.chmod(0o755)
+    exp = tmp_path / "e.yaml"
+    text = (EXAMPLE / "maps-read.yaml").read_text().split("\nworkload:")[0]
+    text = text.replace(
+        "../../../orchestrator/experiments/patches/maps-under-mmap-lock.patch", str(patch)
+    )
+    exp.write_text(
+        text + "\nworkload: {name: command, run: ./bench, files: [bench], runs: 2, blocks: 1,"
+        " metrics: {x_us: {unit: us}}}\n"
+    )
+    rundir = tmp_path / "run"
+    res = _korch("run", str(exp), "--accel", "tcg", "--out", str(rundir))
+    said = res.stdout + res.stderr
+    expected = ("command run 2 ('./bench'): the command exited with 3", "cannot open /dev/nothing")
+    clear = all(t in said for t in expected)
+    left = faults.processes_of(tmp_path)
+    # the side that booted first (the block's order is drawn) ran one run, then failed
+    (first,) = [r for r in map(ResultsFile.load, (rundir / "results").glob("*.json")) if r.boots]
+    kept = [r["record"] for r in first.runs]
+    faults.record(res.returncode, said, clear, left=len(left), lost=1 - len(kept))
+    assert res.returncode == EXIT_INFRA and clear, said
+    assert first.status == "interrupted" and kept == [
+        {"metrics": {"x_us": 5.0}, "seconds": kept[0]["seconds"]}
+    ]
+    assert not left and not vm.live_pids()
