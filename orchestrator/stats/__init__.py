@@ -15,7 +15,8 @@ The verdicts are not computed over runs: runs inside one boot are sub-samples of
 not independent replicates. :mod:`~orchestrator.stats.boots` reduces each boot to one value
 per metric, :mod:`~orchestrator.stats.inference` holds the exact tests, intervals and the
 sequential level, and :mod:`~orchestrator.stats.verdicts` decides (see its docstring for the
-rules). :mod:`~orchestrator.stats.simulate` generates hierarchical results for calibrating
+rules); :mod:`~orchestrator.stats.design` advises the next run's design and
+:mod:`~orchestrator.stats.caveats` says what a reader must know before trusting a comparison. :mod:`~orchestrator.stats.simulate` generates hierarchical results for calibrating
 them (``ci/bench/verdicts.py``).
 
 """

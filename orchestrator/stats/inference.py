@@ -45,6 +45,18 @@ SEQUENTIAL_SEED = 20_131_017
 EXACT_RANK_SUM_MAX = 60
 
 
+def ratio(x: float) -> float | None:
+    """A log-scale estimate or bound back on the ratio scale: None for NaN, exp otherwise
+    (an unbounded end stays unbounded: inf, or 0 below)."""
+    if math.isnan(x):
+        return None
+    if x == math.inf:
+        return math.inf
+    if x == -math.inf:
+        return 0.0
+    return math.exp(x)
+
+
 def smallest_paired_p(n: int) -> float:
     """The smallest two-sided p-value a sign-flip test on ``n`` blocks can give."""
     return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0

@@ -26,12 +26,9 @@ How korch avoids calling noise a change:
 
 from __future__ import annotations
 
-import itertools
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -43,8 +40,11 @@ from ..results import ResultsFile
 from ..workloads import registry
 from ..workloads.registry import metrics_of
 from . import inference as inf
-from .boots import BootValues, boot_values, log_scale, pair
+from .boots import BootValues, boot_values, pair
+from .caveats import caveats
 from .comparability import Difference, _baseline, _is_emulated, comparability
+from .design import DesignAdvice, Stratum, design_advice
+from .design import strata as shard_strata
 from .options import StatsOptions, Verdict
 from .resampling import holm
 from .summary import Summary, summarize
@@ -99,51 +99,6 @@ class MetricComparison:
             return f"{self.blocks} block{'s' if self.blocks != 1 else ''}"
         total = self.boots_baseline + self.boots_candidate
         return f"{self.boots_baseline} + {self.boots_candidate} boot{'s' if total != 1 else ''}"
-
-
-@dataclass(frozen=True)
-class DesignAdvice:
-    """Where the headline's noise lies and what the next run should spend repetitions on
-    (Kalibera and Jones 2013): variance components on the log scale, the measured costs of a
-    boot and of a run, the runs per boot that minimise the cost of a given precision, and
-    the blocks needed to detect the observed change and the smallest effect of interest."""
-
-    between_blocks: float | None
-    between_boots: float | None
-    within_boot: float | None
-    boot_cost_s: float | None
-    run_cost_s: float | None
-    runs_per_boot: int
-    recommended_runs: int | None
-    blocks_for_observed: int | None
-    blocks_for_smallest: int | None
-    text: str
-
-    def shares(self) -> dict[str, float] | None:
-        """Each component's share of their sum, when all three are known."""
-        parts = {
-            "between blocks": self.between_blocks,
-            "between boots": self.between_boots,
-            "within a boot": self.within_boot,
-        }
-        if any(v is None for v in parts.values()):
-            return None
-        total = sum(v for v in parts.values() if v is not None)
-        return {k: (v or 0.0) / total for k, v in parts.items()} if total > 0 else None
-
-
-@dataclass(frozen=True)
-class Stratum:
-    """The headline's change within one shard of blocks (one machine): what a reader needs
-    to see whether machines disagree. Information only: the verdict pools every block."""
-
-    shard: int
-    blocks: tuple[int, int]  # first and last block of the shard
-    host_cpu: str
-    n: int  # paired blocks in the shard
-    ratio: float | None
-    ci_low: float | None
-    ci_high: float | None
 
 
 @dataclass(frozen=True)
@@ -374,7 +329,7 @@ def compare_metric(
         est, low, high = inf.paired_interval(d, level)
         return MetricComparison(
             **common, method="paired", blocks=int(d.size),
-            ratio=_exp(est), ci_low=_exp(low), ci_high=_exp(high),
+            ratio=inf.ratio(est), ci_low=inf.ratio(low), ci_high=inf.ratio(high),
             p_value=p, p_adjusted=p, verdict=Verdict.INCONCLUSIVE, reason="",
             unpaired_boots=pairing.unpaired, log_ratios=tuple(float(x) for x in d),
         )  # fmt: skip
@@ -385,19 +340,9 @@ def compare_metric(
     est, low, high = inf.unpaired_interval(x, y, level)
     return MetricComparison(
         **common, method="unpaired", blocks=0,
-        ratio=_exp(est), ci_low=_exp(low), ci_high=_exp(high),
+        ratio=inf.ratio(est), ci_low=inf.ratio(low), ci_high=inf.ratio(high),
         p_value=p, p_adjusted=p, verdict=Verdict.INCONCLUSIVE, reason="",
     )  # fmt: skip
-
-
-def _exp(x: float) -> float | None:
-    if math.isnan(x):
-        return None
-    if x == math.inf:
-        return math.inf
-    if x == -math.inf:
-        return 0.0
-    return math.exp(x)
 
 
 def _pct(ratio: float | None) -> str:
@@ -512,287 +457,7 @@ def decide(
     )
 
 
-# ---------------------------------------------------------------- the design
-
-
-def _seconds(a: Any, b: Any) -> float | None:
-    try:
-        t0 = datetime.fromisoformat(str(a).replace("Z", "+00:00"))
-        t1 = datetime.fromisoformat(str(b).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (t1 - t0).total_seconds()
-
-
-def _costs(datas: Sequence[VariantData]) -> tuple[float | None, float | None]:
-    """(seconds per boot, seconds per run) from the results' timestamps."""
-    run_gaps: list[float] = []
-    boot_spans: list[tuple[float, int]] = []
-    for d in datas:
-        by_boot: dict[tuple[str, int], list[str]] = {}
-        for r in d.results.runs:
-            if isinstance(r, Mapping) and r.get("finished_at"):
-                by_boot.setdefault((str(r.get("boot")), r.get("attempt") or 1), []).append(
-                    str(r["finished_at"])
-                )
-        for stamps in by_boot.values():
-            stamps.sort()
-            run_gaps += [g for a, b in itertools.pairwise(stamps) if (g := _seconds(a, b))]
-        for b in d.results.boots:
-            if not isinstance(b, Mapping):
-                continue
-            span = _seconds(b.get("started_at"), b.get("ended_at"))
-            runs = len(by_boot.get((str(b.get("id")), b.get("attempt") or 1), []))
-            if span and runs:
-                boot_spans.append((span, runs))
-    duration = float(_workload(datas[0].results).get("duration_s") or 10.0)
-    run_cost = float(np.median(run_gaps)) if run_gaps else (duration + 2.0 if boot_spans else None)
-    if not boot_spans or run_cost is None:
-        return None, run_cost
-    boot_cost = float(np.median([max(1.0, s - n * run_cost) for s, n in boot_spans]))
-    return boot_cost, run_cost
-
-
-def _within_boot(datas: Sequence[VariantData], m: Metric) -> tuple[float | None, int]:
-    """Pooled within-boot variance of the per-run log values, and the runs per boot."""
-    ss, df = 0.0, 0
-    sizes: list[int] = []
-    for d in datas:
-        v = d.values[m.key]
-        logs = log_scale(v, m)
-        for code in range(len(d.boot_ids)):
-            mine = logs[(d.boot_codes == code) & ~np.isnan(logs)]
-            sizes.append(int(mine.size))
-            if mine.size > 1:
-                ss += float(np.sum((mine - mine.mean()) ** 2))
-                df += mine.size - 1
-    runs = int(np.median(sizes)) if sizes else 1
-    return (ss / df if df else None), max(1, runs)
-
-
-def _strata(
-    base: VariantData, btab: BootValues, ctab: BootValues, m: Metric, level: float
-) -> tuple[Stratum, ...]:
-    """The headline per shard, when the results were merged from shards (``provenance.
-    shards``); the change and interval from that shard's paired blocks alone."""
-    shards = base.results.provenance.get("shards")
-    if not isinstance(shards, list) or len(shards) < 2:
-        return ()
-    pairing = pair(btab, ctab, m, "baseline", "candidate")
-    d = pairing.candidate - pairing.baseline
-    out = []
-    for s in shards:
-        first, last = (int(x) for x in s["blocks"])
-        mine = np.array([x for b, x in zip(pairing.blocks, d, strict=True) if first <= b <= last])
-        est = low = high = None
-        if mine.size:
-            e, lo, hi = inf.paired_interval(mine, level)
-            est, low, high = _exp(e), _exp(lo), _exp(hi)
-        out.append(
-            Stratum(int(s["index"]), (first, last), str(s.get("host_cpu")), int(mine.size),
-                    est, low, high)
-        )  # fmt: skip
-    return tuple(out)
-
-
-def _advice(
-    mc: MetricComparison,
-    m: Metric,
-    base: VariantData,
-    cand: VariantData,
-    btab: BootValues,
-    ctab: BootValues,
-    smallest: float,
-) -> DesignAdvice | None:
-    if mc.method != "paired" or mc.blocks < 3:
-        return None
-    pairing = pair(btab, ctab, m, base.variant, cand.variant)
-    y = np.stack([pairing.baseline, pairing.candidate], axis=1)  # blocks x 2
-    n = y.shape[0]
-    block_means = y.mean(axis=1)
-    resid = y - block_means[:, None] - y.mean(axis=0)[None, :] + y.mean()
-    ms_resid = float(np.sum(resid**2) / (n - 1))
-    ms_block = float(2 * np.sum((block_means - y.mean()) ** 2) / (n - 1))
-    between_blocks = max(0.0, (ms_block - ms_resid) / 2)
-    within, runs = _within_boot((base, cand), m)
-    between_boots = max(0.0, ms_resid - (within or 0.0) / runs)
-    boot_cost, run_cost = _costs((base, cand))
-    recommended = (
-        inf.optimal_runs_per_boot(between_boots, within, boot_cost, run_cost)
-        if within is not None and boot_cost is not None and run_cost is not None
-        else None
-    )
-    sd = float(np.std(mc.log_ratios, ddof=1))
-    observed = abs(math.log(mc.ratio)) if mc.ratio and mc.ratio > 0 else 0.0
-    for_observed = inf.blocks_for(sd, observed, mc.level)
-    for_smallest = inf.blocks_for(sd, math.log1p(smallest), mc.level)
-    parts = []
-    if within is None:
-        parts.append(
-            f"with {runs} run per boot the variance within a boot cannot be told from the"
-            " variance between boots; run 2 or more runs per boot once to measure it"
-        )
-    elif recommended is not None:
-        parts.append(
-            f"a boot costs about {boot_cost:.0f} s and a run {run_cost:.0f} s; for these"
-            f" variance components the cheapest precision comes from {recommended} run(s)"
-            f" per boot (now {runs}), Kalibera and Jones' optimum"
-        )
-    if for_observed is not None and observed >= math.log1p(smallest):
-        parts.append(f"{for_observed} blocks detect a change of the observed size 80% of the time")
-    if for_smallest is not None:
-        parts.append(f"{for_smallest} blocks detect a ±{100 * smallest:g}% change 80% of the time")
-    return DesignAdvice(
-        between_blocks=between_blocks,
-        between_boots=between_boots,
-        within_boot=within,
-        boot_cost_s=boot_cost,
-        run_cost_s=run_cost,
-        runs_per_boot=runs,
-        recommended_runs=recommended,
-        blocks_for_observed=for_observed,
-        blocks_for_smallest=for_smallest,
-        text="; ".join(parts),
-    )
-
-
-# ---------------------------------------------------------------- warnings
-
-
-# a median share of the host's CPU taken by other processes from which the report warns
-BUSY_HOST_SHARE = 0.25
-
-
-def _warnings(
-    datas: Sequence[VariantData],
-    summaries: Sequence[Summary],
-    emulated: bool,
-    paired: bool,
-    candidates: Sequence[CandidateComparison],
-) -> list[str]:
-    out = _cross_tree(datas)
-    busy = _busy_host(datas)
-    if busy:
-        out.append(busy)
-    if emulated:
-        out.append(
-            "Emulated timing (QEMU TCG): latencies include the emulator's own delays and are"
-            " not what hardware shows; compare directions, not magnitudes."
-        )
-    if not paired and len(datas) > 1:
-        out.append(
-            "The sides are not paired by block (results of separate runs or hosts, or results"
-            " without blocks): the comparison is unpaired over boot values, which needs more"
-            " boots and cannot cancel drift between the runs."
-        )
-    for s in summaries:
-        if s.single_boot:
-            out.append(
-                f"'{s.variant}' rests on a single boot: one boot is one sample, however many"
-                " runs it holds, so no verdict can come from it (Kalibera and Jones 2013)."
-            )
-        if s.runs == 0:
-            out.append(f"'{s.variant}' has no completed run.")
-        if s.status != "complete":
-            reason = (s.interruption or {}).get("reason", "no reason recorded")
-            out.append(f"The results of '{s.variant}' are incomplete ({s.status}: {reason}).")
-        if s.boot_errors:
-            out.append(
-                f"'{s.variant}': {len(s.boot_errors)} boot(s) failed: " + "; ".join(s.boot_errors)
-            )
-        if s.hangs:
-            out.append(
-                f"'{s.variant}' hung in {s.hangs} of {s.runs + s.hangs} runs; a hung run counts"
-                " as the worst value of every latency metric (censored at its deadline)."
-            )
-    for c in candidates:
-        head = c.headline
-        if head is not None and head.unpaired_boots:
-            out.append(
-                f"Boots without a partner in their block, left out of the paired comparison of"
-                f" '{c.candidate}': {', '.join(head.unpaired_boots)}."
-            )
-    by_reason: dict[str, list[str]] = {}
-    for d in datas:
-        if d.summary_only and d.summary_only == d.boot_codes.size:
-            reason = d.results.provenance.get("pairing") or "they carry only a maximum and a mean"
-            by_reason.setdefault(str(reason), []).append(f"'{d.variant}'")
-    for reason, names in by_reason.items():
-        out.append(
-            f"The runs of {' and '.join(names)} are summary-only: {reason}."
-            " Per-operation metrics are not available."
-        )
-    return out
-
-
 # ---------------------------------------------------------------- the comparison
-
-
-CONFIG_DIFFERENCES_SHOWN = 12
-
-
-def _busy_host(datas: Sequence[VariantData]) -> str | None:
-    """A warning when other processes took a large share of the host's CPU while the
-    workloads ran (``host_others_cpu`` of each boot): the guests then wait for cores, and
-    every latency holds the host's load as well as the kernel's behaviour."""
-    shares = sorted(
-        float(boot["host_others_cpu"])
-        for d in datas
-        for boot in d.results.boots
-        if isinstance(boot, Mapping)
-        and isinstance(boot.get("host_others_cpu"), int | float)
-        and not boot.get("error")
-    )
-    if not shares:
-        return None
-    median = statistics.median(shares)
-    if median < BUSY_HOST_SHARE:
-        return None
-    return (
-        f"Busy host: other processes took a median {median:.0%} of the host's CPU while the"
-        f" workloads ran (most {shares[-1]:.0%}, over {len(shares)} boots); the guests waited"
-        " for cores, so the timings hold the host's load too and a change is harder to see."
-        " Compare on a quiet host."
-    )
-
-
-def _cross_tree(datas: Sequence[VariantData]) -> list[str]:
-    """A note per side built from another kernel source than the baseline (first): what
-    it is built from, and where the two .config files differ (information, not an error:
-    each tree's Kconfig decides its own symbols)."""
-    if not datas:
-        return []
-    base = datas[0]
-    base_prov = base.results.provenance
-    out = []
-    for d in datas[1:]:
-        prov = d.results.provenance
-        a, b = base_prov.get("kernel_source"), prov.get("kernel_source")
-        if not a or not b or a == b:
-            continue
-        text = (
-            f"Cross-tree comparison: '{base.variant}' is built from {a}, '{d.variant}' from {b};"
-            " the difference holds everything between the two trees, not one series."
-        )
-        ca, cb = base_prov.get("config_symbols"), prov.get("config_symbols")
-        if isinstance(ca, Mapping) and isinstance(cb, Mapping):
-            diff = [
-                f"{sym} {ca.get(sym, 'n')} vs {cb.get(sym, 'n')}"
-                for sym in sorted(set(ca) | set(cb))
-                if ca.get(sym, "n") != cb.get(sym, "n")
-            ]
-            shown = "; ".join(diff[:CONFIG_DIFFERENCES_SHOWN])
-            more = len(diff) - CONFIG_DIFFERENCES_SHOWN
-            text += (
-                f" Their .config files differ in {len(diff)} symbol(s), as each tree's Kconfig"
-                f" decided (information, not an error): {shown}"
-                + (f"; and {more} more" if more > 0 else "")
-                + "."
-                if diff
-                else " Their .config files set the same symbols."
-            )
-        out.append(text)
-    return out
 
 
 def _runs(data: VariantData, m: Metric) -> int:
@@ -881,17 +546,19 @@ def compare(
         if head is not None:
             m = head.spec
             ctabs = tables[datas.index(cand)]
-            advice = _advice(head, m, base, cand, btabs[m.key], ctabs[m.key], smallest)
+            advice = design_advice(head, m, base, cand, btabs[m.key], ctabs[m.key], smallest)
         strata: tuple[Stratum, ...] = ()
         if head is not None and paired:
             m = head.spec
-            strata = _strata(base, btabs[m.key], tables[datas.index(cand)][m.key], m, head.level)
+            strata = shard_strata(
+                base, btabs[m.key], tables[datas.index(cand)][m.key], m, head.level
+            )
         candidates.append(
             CandidateComparison(cand.variant, verdict, decided, differences, advice, strata)
         )
 
     emulated = any(_is_emulated(r.provenance) for r in ordered)
-    warnings = _warnings(datas, summaries, emulated, paired, candidates)
+    warnings = caveats(datas, summaries, emulated, paired, candidates)
     if post_hoc:
         warnings.insert(
             0,
