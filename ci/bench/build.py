@@ -14,8 +14,10 @@ python: ``.venv/bin/python ci/bench/build.py``. Takes about 10 minutes on 2 core
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,9 @@ def shared_source_cache(real: Path, tmp: Path) -> None:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
+    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C, so the temporary cache goes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     exp = config.load_default()
     real = cache_root()
     print(f"source cache: {real}")
