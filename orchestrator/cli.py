@@ -737,7 +737,13 @@ def _history_args(p: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--min-runs", type=int, default=5, metavar="N", help="fewer runs is inconclusive"
     )
-    check.add_argument("--fail-on", choices=FAIL_ON, default="regression")
+    check.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        default="regression",
+        help="exit 1 when a selftest or the headline regressed (regression), when any metric"
+        " regressed too (any), or never (default: regression)",
+    )
     check.add_argument("--json", metavar="FILE", help="also write the outcome as JSON")
     export = sub.add_parser("export", help="write the whole store as JSON")
     export.add_argument("--out", metavar="FILE", help="default: standard output")

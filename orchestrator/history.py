@@ -12,6 +12,7 @@ The store (schema version in ``meta``)::
           provenance)                                  one row per results file
     run_values(run_id, cell, variant, metric, run_index, boot, value)
                                                        one row per completed run and metric
+    side_checks(run_id, cell, variant, test, counts)   boots per status of each selftest
 
 It runs in WAL mode and every ``add`` is one transaction, so a process killed in the middle
 of an add leaves the store as it was before the add; adding the same run again adds only
@@ -33,8 +34,13 @@ The check rule, for every (cell, variant) of the newest night and every metric:
 * *regressed* when the adjusted p is below alpha, the interval excludes 1, the median moved
   by at least ``min_effect`` (5%), and the move is in the metric's worse direction.
 
-``korch history check`` exits 1 when a headline metric regressed (any metric with
-``--fail-on any``), 3 when a headline metric could not be judged, else 0.
+A selftest (an experiment's ``checks:``, or the kselftest workload's tests) that passed in
+every boot of the comparable earlier nights that ran it and fails in a boot of the newest
+night is a correctness regression: one failing boot suffices, as in the report's gate
+(orchestrator/checks.py).
+
+``korch history check`` exits 1 when a selftest or a headline metric regressed (any metric
+with ``--fail-on any``), 3 when a headline metric could not be judged, else 0.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from . import stats
+from .checks import tally
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, InfraError, UserError
 from .fsutil import now
 from .metrics import Metric
@@ -94,6 +101,16 @@ CREATE TABLE IF NOT EXISTS sides (
     kernel_release TEXT,
     provenance TEXT NOT NULL,
     PRIMARY KEY (run_id, cell, variant)
+);
+CREATE TABLE IF NOT EXISTS side_checks (
+    run_id TEXT NOT NULL,
+    cell TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    test TEXT NOT NULL,
+    counts TEXT NOT NULL,
+    PRIMARY KEY (run_id, cell, variant, test),
+    FOREIGN KEY (run_id, cell, variant) REFERENCES sides (run_id, cell, variant)
+        ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS run_values (
     run_id TEXT NOT NULL,
@@ -138,6 +155,8 @@ class Side:
     boots: tuple[str, ...]  # boot of each completed run, in run order
     provenance: dict[str, Any]
     values: dict[str, list[float | None]]  # metric -> value per completed run (None: absent)
+    # selftest -> boots per status (pass, fail, skip, timeout): the correctness checks
+    checks: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def runs(self) -> int:
@@ -173,7 +192,13 @@ def side_of(results: ResultsFile, run_id: str | None = None, cell: str | None = 
         boots=tuple(data.boot_ids[c] for c in data.boot_codes),
         provenance=dict(results.provenance),
         values=values,
+        checks=_check_counts(results),
     )
+
+
+def _check_counts(results: ResultsFile) -> dict[str, dict[str, int]]:
+    tests = sorted({t for b in results.boots if isinstance(b, dict) for t in b.get("checks") or {}})
+    return {t: dict(tally(results.boots, t).counts) for t in tests}
 
 
 def load_sides(paths: Sequence[Path]) -> list[Side]:
@@ -349,6 +374,9 @@ class Store:
                 db.execute(
                     "DELETE FROM run_values WHERE run_id = ? AND cell = ? AND variant = ?", key
                 )
+                db.execute(
+                    "DELETE FROM side_checks WHERE run_id = ? AND cell = ? AND variant = ?", key
+                )
                 db.execute("DELETE FROM sides WHERE run_id = ? AND cell = ? AND variant = ?", key)
                 replaced.append(label)
             if s.status != "complete":
@@ -369,6 +397,13 @@ class Store:
                 ),
             )
             count += self._insert_values(db, s)
+            db.executemany(
+                "INSERT INTO side_checks VALUES (?, ?, ?, ?, ?)",
+                [
+                    (rid, s.cell, s.variant, test, json.dumps(counts, sort_keys=True))
+                    for test, counts in s.checks.items()
+                ],
+            )
             added.append(label)
         return AddOutcome(
             rid, new_night, tuple(added), tuple(present), count, tuple(replaced), tuple(partial)
@@ -412,7 +447,14 @@ class Store:
                     "boots": row[7],
                     "kernel_release": row[8],
                     "provenance": json.loads(row[9]),
+                    "checks": {},
                 }
+        for rid, cell, variant, test, counts in self.db.execute(
+            "SELECT run_id, cell, variant, test, counts FROM side_checks"
+        ):
+            night = out.get(rid)
+            if night is not None and (cell, variant) in night.sides:
+                night.sides[(cell, variant)]["checks"][test] = json.loads(counts)
         return list(out.values())
 
     def values(
@@ -499,6 +541,67 @@ def open_store(path: Path | None, *, create: bool = True) -> Store:
 
 
 @dataclass(frozen=True)
+class CorrectnessCheck:
+    """One selftest of one (cell, variant): the newest night's boots against the comparable
+    nights before it. Like the checks' gate in a report: a test that passed in every boot of
+    every earlier night that ran it and fails in a boot of the newest is a regression."""
+
+    cell: str
+    variant: str
+    test: str
+    newest: dict[str, int]  # status -> boots
+    earlier: tuple[str, ...]  # run ids of the comparable nights that ran it, newest first
+    regressed: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell,
+            "variant": self.variant,
+            "test": self.test,
+            "newest": dict(self.newest),
+            "earlier_nights": list(self.earlier),
+            "regressed": self.regressed,
+            "reason": self.reason,
+        }
+
+
+def _correctness(
+    cell: str, variant: str, newest: dict[str, Any], used: list[Night]
+) -> list[CorrectnessCheck]:
+    out = []
+    for test, counts in sorted((newest.get("checks") or {}).items()):
+        runs = [(n.run_id, n.sides[(cell, variant)].get("checks", {}).get(test)) for n in used]
+        runs = [(rid, c) for rid, c in runs if c]
+        failed_before = [rid for rid, c in runs if c.get("fail")]
+        fails = int(counts.get("fail", 0))
+        boots = sum(int(v) for v in counts.values())
+        regressed = False
+        if not fails:
+            reason = f"passes ({counts.get('pass', 0)} of {boots} boots passed)"
+        elif not runs:
+            reason = f"fails in {fails} of {boots} boots; no earlier comparable night ran it"
+        elif failed_before:
+            reason = (
+                f"fails in {fails} of {boots} boots, and failed before too (night"
+                f" {failed_before[0]}): not new"
+            )
+        elif all(c.get("pass") for _, c in runs):
+            regressed = True
+            reason = (
+                f"fails in {fails} of {boots} boots of the newest night; passed in every boot"
+                f" of {len(runs)} earlier comparable night(s)"
+            )
+        else:
+            reason = f"fails in {fails} of {boots} boots; earlier nights only skipped it"
+        out.append(
+            CorrectnessCheck(cell, variant, test, dict(counts), tuple(r for r, _ in runs),
+                             regressed, reason)
+        )  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
 class SeriesCheck:
     """One metric of one (cell, variant): the newest night against its baseline nights."""
 
@@ -540,14 +643,18 @@ class CheckResult:
     min_nights: int
     checks: tuple[SeriesCheck, ...]
     skipped: dict[str, list[tuple[str, str]]]  # "cell/variant" -> [(run id, why not comparable)]
+    correctness: tuple[CorrectnessCheck, ...] = ()
 
     def exit_code(self, fail_on: str = "regression") -> int:
-        """1 when a headline metric regressed (any metric with ``any``), else 3 when a
-        headline metric could not be judged, else 0; ``never`` always gives 0."""
+        """1 when a selftest regressed or a headline metric regressed (any metric with
+        ``any``), else 3 when a headline metric could not be judged, else 0; ``never``
+        always gives 0."""
         if fail_on not in FAIL_ON:
             raise UserError(f"--fail-on {fail_on!r}: choose one of {', '.join(FAIL_ON)}")
         if fail_on == "never":
             return EXIT_OK
+        if any(c.regressed for c in self.correctness):
+            return EXIT_REGRESSION
         heads = [c for c in self.checks if c.family == "headline"]
         counted = self.checks if fail_on == "any" else heads
         if any(c.verdict == Verdict.REGRESSED for c in counted):
@@ -566,6 +673,7 @@ class CheckResult:
             "nights": self.nights,
             "min_nights": self.min_nights,
             "checks": [c.to_json() for c in self.checks],
+            "correctness": [c.to_json() for c in self.correctness],
             "not_comparable": {
                 k: [{"run_id": r, "why": w} for r, w in v] for k, v in self.skipped.items()
             },
@@ -630,6 +738,7 @@ def check(
     newest, earlier = everything[-1], everything[-2::-1]
     headline = _headline_of(newest, options)
     drafts: list[SeriesCheck] = []
+    correctness: list[CorrectnessCheck] = []
     skipped: dict[str, list[tuple[str, str]]] = {}
     for (cell, variant), side in sorted(newest.sides.items()):
         used: list[Night] = []
@@ -644,6 +753,7 @@ def check(
             used.append(n)
             if len(used) == nights:
                 break
+        correctness += _correctness(cell, variant, side, used)
         for m in _metrics_of(newest):
             sc = _check_series(store, newest, used, cell, variant, m, headline, options, min_nights)
             if sc is not None:
@@ -661,6 +771,7 @@ def check(
         min_nights=min_nights,
         checks=tuple(drafts),
         skipped=skipped,
+        correctness=tuple(correctness),
     )
 
 

@@ -31,7 +31,7 @@ def spec(m: Metric | str) -> Metric:
     workload's own definition)."""
     if isinstance(m, Metric):
         return m
-    return _DEFAULTS.get(m) or Metric(m, m.replace("_", " "), "", "lower", 3, False, m)
+    return _DEFAULTS.get(m) or Metric(m, m, "", "lower", 3, False, m)
 
 
 def op_latencies(comparison: Comparison) -> bool:

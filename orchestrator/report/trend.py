@@ -151,6 +151,14 @@ def render_check(result: CheckResult, console: Console) -> None:
     for c in ordered:
         if c.family == "headline":
             console.print(f"{c.cell}/{c.variant}: {c.verdict}: {c.reason}")
+    for k in result.correctness:
+        where = k.variant if cells <= 1 else f"{k.cell}/{k.variant}"
+        if k.regressed:
+            console.print(f"[bold red]Correctness regression in {where}: {k.test} {k.reason}[/]")
+        else:
+            console.print(
+                f"{where}: {k.test} {k.reason}", style=None if k.newest.get("fail") else "dim"
+            )
     for side, skipped in sorted(result.skipped.items()):
         console.print(
             f"{side}: {len(skipped)} earlier night(s) not comparable, e.g. {skipped[0][0]}:"

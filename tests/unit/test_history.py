@@ -183,6 +183,56 @@ def test_check_finds_the_regression_of_the_newest_night(store: history.Store) ->
     assert "per-vma" in text and "regressed" in text and "+" in text
 
 
+def _with_check(results: list[ResultsFile], fails: dict[str, int]) -> list[ResultsFile]:
+    """Each boot of each side ran proc/proc-maps-race; ``fails`` boots of a side failed."""
+    for r in results:
+        for n, boot in enumerate(r.boots):
+            failed = n < fails.get(r.variant, 0)
+            boot["checks"] = {
+                "proc/proc-maps-race": {
+                    "status": "fail" if failed else "pass",
+                    "failed": ["maps.tearing"] if failed else [],
+                }
+            }
+    return results
+
+
+def test_a_selftest_that_starts_failing_in_the_newest_night_is_a_regression(
+    store: history.Store,
+) -> None:
+    fill(store, [_with_check(night(i), {}) for i in range(1, 5)])
+    calm = history.check(store)
+    assert [k.reason for k in calm.correctness] == ["passes (2 of 2 boots passed)"] * 2
+    assert not any(k.regressed for k in calm.correctness)
+
+    fill(store, [_with_check(night(5), {"per-vma": 1})])
+    result = history.check(store)
+    by = {k.variant: k for k in result.correctness}
+    torn = by["per-vma"]
+    assert torn.regressed and torn.newest == {"pass": 1, "fail": 1}
+    assert torn.earlier == ("night-04", "night-03", "night-02", "night-01")
+    assert "passed in every boot of 4 earlier comparable night(s)" in torn.reason
+    assert not by["mmap-lock"].regressed
+    # a correctness regression fails the check even when every metric held
+    assert all(c.verdict != Verdict.REGRESSED for c in result.checks)
+    assert result.exit_code() == EXIT_REGRESSION and result.exit_code("never") == EXIT_OK
+    assert result.to_json()["correctness"][1]["regressed"] is True
+    out = Console(record=True, width=200)
+    trend.render_check(result, out)
+    assert "Correctness regression in per-vma: proc/proc-maps-race fails in 1 of 2" in (
+        out.export_text()
+    )
+    # the store keeps the tallies: the export has them, and a failure that was there
+    # before is not new
+    exported = store.export()["nights"][-1]["sides"]
+    assert {s["variant"]: s["checks"] for s in exported}["per-vma"] == {
+        "proc/proc-maps-race": {"fail": 1, "pass": 1}
+    }
+    fill(store, [_with_check(night(6), {"per-vma": 2})])
+    again = {k.variant: k for k in history.check(store).correctness}["per-vma"]
+    assert not again.regressed and "failed before too (night night-05): not new" in again.reason
+
+
 def test_check_needs_enough_comparable_nights(store: history.Store) -> None:
     fill(store, [night(1), night(2)])
     result = history.check(store)
