@@ -69,6 +69,7 @@ class Settings:
     accel: str
     alpha: float
     smallest_effect_pct: float
+    headline_unit: str = ""  # as the workload declares it, for the report
 
 
 @dataclass(frozen=True)
@@ -230,8 +231,11 @@ class Bisect:
         self.dirs.root.mkdir(parents=True, exist_ok=True)
         old = self.dirs.load()
         mine = asdict(self.settings)
-        if old is not None and old["settings"] != mine:
-            differ = sorted(k for k in mine if old["settings"].get(k) != mine[k])
+        # a setting an older bisect.json lacks is not a difference
+        differ = sorted(
+            k for k in mine if old is not None and old["settings"].get(k, mine[k]) != mine[k]
+        )
+        if differ:
             raise UserError(
                 f"{self.dirs.root} holds a bisect with other settings ({', '.join(differ)})",
                 hint="run the same command to resume it, or choose another --out",
@@ -485,6 +489,7 @@ def main(req: BisectRequest, console: Any) -> int:
             hint=f"give --max-blocks {max(need + 2, 12)} or more (the default is the"
             f" experiment's {w.blocks})",
         )
+    workload = {"duration_s": plan.duration_s, **w.params}
     settings = Settings(
         experiment_file=str(exp.path),
         variant=name,
@@ -495,6 +500,7 @@ def main(req: BisectRequest, console: Any) -> int:
         accel=plan.accel,
         alpha=ALPHA,
         smallest_effect_pct=float(w.smallest_effect_pct),
+        headline_unit=find(metric_set(w.declaration, workload), headline).unit,
     )
     span = series_range(exp, name)  # its errors come before anything is written
     out = req.out or Path("runs") / (f"{exp.name}-bisect-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -515,5 +521,4 @@ def main(req: BisectRequest, console: Any) -> int:
     bisect_report.render_terminal(state, console)
     console.print(f"reports written to {', '.join(str(p) for p in written)}")
     console.print(f"the same command resumes or reports again: {again}")
-    workload = {"duration_s": plan.duration_s, **w.params}
     return exit_code(state, find(metric_set(w.declaration, workload), headline).better)

@@ -623,10 +623,11 @@ class SeriesCheck:
     verdict: Verdict
     reason: str
     better: str = "lower"  # the metric's better direction, as its workload declares it
+    spec: Metric | None = field(default=None, compare=False)  # the metric's definition
 
     def to_json(self) -> dict[str, Any]:
         """The series' figures and verdict as JSON-ready values."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "spec"} | {
             "verdict": str(self.verdict),
             "baseline_nights": list(self.baseline_nights),
         }
@@ -800,7 +801,7 @@ def _check_series(
     b_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     _, c_codes = np.unique(np.array(c_boots), return_inverse=True)
     common: dict[str, Any] = dict(
-        cell=cell, variant=variant, metric=metric, better=m.better,
+        cell=cell, variant=variant, metric=metric, better=m.better, spec=m,
         family="headline" if metric == headline else "secondary",
         baseline_nights=tuple(n.run_id for n in used),
         n_baseline=int(b.size), n_newest=int(c.size),
@@ -881,6 +882,8 @@ class Trend:
     variant: str
     metric: str
     points: tuple[tuple[Night, float], ...]  # oldest first
+    # the metric's definition, as the newest night's workload declares it
+    spec: Metric | None = field(default=None, compare=False)
 
     def baseline(self, nights: int) -> float | None:
         """The median of the nightly medians of up to ``nights`` nights before the newest."""
@@ -908,11 +911,12 @@ def trends(
         second = [m.key for m in _metrics_of(chosen[-1]) if m.key == "mean_ms"]
         keys = list(dict.fromkeys([head, *second]))
     sides = sorted({k for n in chosen for k in n.sides})
+    defined = {m.key: m for m in _metrics_of(chosen[-1])}
     out = []
     for cell, variant in sides:
         for key in keys:
             medians = store.medians(cell, variant, key)
             pts = tuple((n, medians[n.run_id]) for n in chosen if n.run_id in medians)
             if pts:
-                out.append(Trend(cell, variant, key, pts))
+                out.append(Trend(cell, variant, key, pts, defined.get(key)))
     return experiment, chosen, out

@@ -181,7 +181,7 @@ def text_chart(rows: list[dict[str, Any]], unit: str, width: int = 48) -> list[s
 
 def render_markdown(state: dict[str, Any]) -> str:
     s = state["settings"]
-    unit = fmt.spec(s["headline"]).unit
+    unit = s.get("headline_unit") or fmt.spec(s["headline"]).unit
     rows = prefix_rows(state)
     out = [f"## {_cell(title(state))}", ""]
     out += [f"- {_cell(line)}" for line in answer_lines(state)]
@@ -230,6 +230,7 @@ def step_chart(state: dict[str, Any]) -> str | None:
     """The SVG step chart: median per prefix, and the interval's ends, as steps."""
     s = state["settings"]
     m = fmt.spec(s["headline"])
+    unit = s.get("headline_unit") or m.unit
     rows = [r for r in prefix_rows(state) if r["median"] is not None and r["interval"]]
     if not rows:
         return None
@@ -255,7 +256,7 @@ def step_chart(state: dict[str, Any]) -> str | None:
         title=f"{m.key} over prefixes (0 = baseline, {end - 1} = the whole series)",
         x=svg.Axis("prefix (patches applied)", lo=0.0, hi=float(end)),
         # headroom above the curves for the legend
-        y=svg.Axis(f"{m.key} ({m.unit})", log=log_y, hi=max(highs) * (4.0 if log_y else 1.5)),
+        y=svg.Axis(f"{m.key} ({unit})", log=log_y, hi=max(highs) * (4.0 if log_y else 1.5)),
         chart_id="bisect-steps",
         note="a step starts at its prefix; prefixes of the same image as the one before"
         " run the same code and are drawn at its value",

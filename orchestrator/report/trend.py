@@ -60,11 +60,11 @@ def render_trends(
         ratio = vals[-1] / base if base else None
         table.add_row(
             _label(t, cells),
-            fmt.metric_label(t.metric),
+            fmt.metric_label(t.spec or t.metric),
             str(len(vals)),
             sparkline(vals),
-            fmt.value(t.metric, vals[0]),
-            fmt.value(t.metric, vals[-1]),
+            fmt.value(t.spec or t.metric, vals[0]),
+            fmt.value(t.spec or t.metric, vals[-1]),
             fmt.change(ratio) if len(vals) > 1 else "-",
         )
     console.print(table)
@@ -77,6 +77,7 @@ def render_html(experiment: str, nights: list[Night], trends: list[Trend]) -> st
     index = {n.run_id: i + 1 for i, n in enumerate(nights)}
     charts = []
     for cell in cells:
+        specs = {t.metric: t.spec or fmt.spec(t.metric) for t in trends}
         for metric in dict.fromkeys(t.metric for t in trends if t.cell == cell):
             lines = [
                 svg.Line(
@@ -86,13 +87,13 @@ def render_html(experiment: str, nights: list[Night], trends: list[Trend]) -> st
                 )
                 for i, t in enumerate(x for x in trends if x.cell == cell and x.metric == metric)
             ]
-            title = fmt.metric_label(metric) + (f" ({cell})" if len(cells) > 1 else "")
+            title = fmt.metric_label(specs[metric]) + (f" ({cell})" if len(cells) > 1 else "")
             charts.append(
                 svg.line_chart(
                     lines,
                     title=title,
                     x=svg.Axis("night (1 = oldest)"),
-                    y=svg.Axis(f"median over the night's runs ({fmt.spec(metric).unit})"),
+                    y=svg.Axis(f"median over the night's runs ({specs[metric].unit})"),
                     chart_id=f"trend-{cell}-{metric}",
                     note="each point: the median of one night's runs",
                 )
@@ -138,10 +139,10 @@ def render_check(result: CheckResult, console: Console) -> None:
         style = VERDICT_STYLE[c.verdict]
         table.add_row(
             c.variant if cells <= 1 else f"{c.cell}/{c.variant}",
-            fmt.metric_label(c.metric) + (" *" if c.family == "headline" else ""),
+            fmt.metric_label(c.spec or c.metric) + (" *" if c.family == "headline" else ""),
             str(len(c.baseline_nights)),
-            fmt.value(c.metric, c.baseline_median),
-            fmt.value(c.metric, c.newest_median),
+            fmt.value(c.spec or c.metric, c.baseline_median),
+            fmt.value(c.spec or c.metric, c.newest_median),
             fmt.change(c.ratio),
             fmt.interval(c.ci_low, c.ci_high),
             fmt.pvalue(c.p_adjusted),
