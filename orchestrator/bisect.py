@@ -39,6 +39,7 @@ import numpy as np
 
 from . import build, config, run, series
 from . import plan as plans
+from .checks import tally
 from .config import Experiment, Variant
 from .errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_REGRESSION, KorchError, UserError
 from .fsutil import cache_root, now, write_json
@@ -350,6 +351,7 @@ class Bisect:
             return out
         rnd: attr.Round | None = attr.first_round(effective)
         done: list[tuple[attr.Round, attr.Judgement]] = []
+        self.state["checks"] = {}  # a resumed bisect goes through its rounds again
         boots = 0
         values: list[dict[str, Any]] = []
         while rnd is not None:
@@ -357,6 +359,7 @@ class Bisect:
             done.append((rnd, j))
             boots += sum(len({r.get("boot") for r in res.runs}) for res in results.values())
             values.append(self.round_values(rnd, results))
+            self.add_checks(rnd, results)
             self.state["rounds"] = [round_record(r, jj) for r, jj in done]
             self.save()
             if j.final:
@@ -378,6 +381,20 @@ class Bisect:
             bv = boot_values(extract(res), by_block=True)[self.settings.headline]
             out[str(k)] = [float(v) for v in bv.values if math.isfinite(v)]
         return out
+
+    def add_checks(self, rnd: attr.Round, results: dict[str, ResultsFile]) -> None:
+        """The correctness checks' results of this round's boots, added per prefix to
+        ``state["checks"]``: test -> prefix -> boots per status."""
+        found = self.state.setdefault("checks", {})
+        for k, name in zip(rnd.points, self.names(rnd.points), strict=True):
+            res = results.get(name)
+            if res is None:
+                continue
+            tests = {t for b in res.boots if isinstance(b, dict) for t in b.get("checks") or {}}
+            for test in sorted(tests):
+                mine = found.setdefault(test, {}).setdefault(str(k), {})
+                for status, n in tally(res.boots, test).counts.items():
+                    mine[status] = mine.get(status, 0) + n
 
     def finish(self, out: attr.Outcome, values: list[dict[str, Any]]) -> None:
         named = list(out.named)
@@ -411,8 +428,13 @@ def round_record(rnd: attr.Round, j: attr.Judgement) -> dict[str, Any]:
 
 
 def exit_code(state: dict[str, Any], better: str) -> int:
-    """As ``korch run``: 1 when the series regressed the headline, 3 when the series'
-    change is not decided, else 0 (improved, equivalent, or no image change)."""
+    """As ``korch run``: 1 when a correctness check passes on the baseline and fails on the
+    whole series, or when the series regressed the headline; 3 when the series' change is
+    not decided, else 0 (improved, equivalent, or no image change)."""
+    from .report.bisect import check_regressed
+
+    if check_regressed(state):
+        return EXIT_REGRESSION
     answer = state.get("answer") or {}
     kind = answer.get("kind")
     if kind in (attr.EQUIVALENT, attr.NO_IMAGE_CHANGE):

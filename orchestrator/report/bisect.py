@@ -130,7 +130,63 @@ def answer_lines(state: dict[str, Any]) -> list[str]:
             f"No patch is named: the series' change is not decisive after"
             f" {rounds[0]['blocks'] if rounds else 0} blocks (at most {s['max_blocks']})."
         )
-    return lines
+    return lines + check_lines(state)
+
+
+def first_failure(by_prefix: dict[str, dict[str, int]]) -> tuple[int | None, int | None]:
+    """A check's booted prefixes: (the last prefix before the first failing one, where every
+    boot passed; the first prefix with a failing boot). None where there is none."""
+    failing = sorted(int(k) for k, c in by_prefix.items() if c.get("fail"))
+    if not failing:
+        return None, None
+    first = failing[0]
+    passed = [int(k) for k, c in by_prefix.items() if int(k) < first and c.get("pass")]
+    return (max(passed) if passed else None), first
+
+
+def check_regressed(state: dict[str, Any]) -> list[str]:
+    """The checks that pass on the baseline (prefix 0) and fail on the whole series, as
+    ``korch run`` gates them."""
+    found = state.get("checks") or {}
+    if not found:
+        return []
+    n = str(state["range"]["patches"])
+    out = []
+    for test, by_prefix in sorted(found.items()):
+        base, whole = by_prefix.get("0") or {}, by_prefix.get(n) or {}
+        if base.get("pass") and not base.get("fail") and whole.get("fail"):
+            out.append(test)
+    return out
+
+
+def check_lines(state: dict[str, Any]) -> list[str]:
+    """What the correctness checks of the booted prefixes say: where a check first fails.
+    The search follows the headline, so only the prefixes it booted are known."""
+    n = state["range"]["patches"]
+    patches = {p["number"]: p for p in state.get("patches") or []}
+    regressed = set(check_regressed(state))
+    out = []
+    for test, by_prefix in sorted((state.get("checks") or {}).items()):
+        passed, first = first_failure(by_prefix)
+        if first is None:
+            booted = ", ".join(sorted(by_prefix, key=int))
+            out.append(f"{test} passed in every boot of the prefixes booted ({booted}).")
+            continue
+        c = by_prefix[str(first)]
+        fails = f"fails in {c.get('fail', 0)} of {sum(c.values())} boots of prefix {first}"
+        if passed is None:
+            where = "and in no earlier prefix booted did it pass: not caused by these patches"
+        elif first == passed + 1:
+            p = patches.get(first, {"file": "?", "subject": "?"})
+            where = f'and passed at prefix {passed}: patch {first}, {p["file"]} ("{p["subject"]}"), broke it'
+        else:
+            where = (
+                f"and passed in every boot of prefix {passed}: a patch among {passed + 1}..{first}"
+                " broke it (the search booted no prefix between)"
+            )
+        lead = "Correctness regression: " if test in regressed else ""
+        out.append(f"{lead}{test} {fails} of {n}, {where}.")
+    return out
 
 
 def _carries(step: dict[str, Any], contrast: dict[str, Any] | None) -> bool:

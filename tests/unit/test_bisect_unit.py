@@ -181,3 +181,37 @@ def test_a_refused_bisect_writes_nothing(tmp_path: Path) -> None:
     assert cli.main(["bisect", "--variant", "per-vma", "--out", str(out)]) == 64
     assert cli.main(["bisect", "--out", str(out)]) == 64
     assert not out.exists()
+
+
+def test_the_checks_of_the_booted_prefixes_say_where_a_check_first_fails() -> None:
+    s = state(attr.NAMED, [2], 0.1)  # the headline improved: exit 0 without checks
+    ok, bad = {"pass": 3}, {"pass": 1, "fail": 2}
+    s["checks"] = {
+        "proc/proc-maps-race": {"0": ok, "2": ok, "3": bad, "4": bad},
+        "proc/proc-pid-vm": {"0": ok, "4": ok},
+        "mm/soft-dirty": {"0": ok, "1": bad, "4": {"fail": 3}},
+    }
+    lines = report.check_lines(s)
+    assert lines[0] == (
+        "Correctness regression: mm/soft-dirty fails in 2 of 3 boots of prefix 1 of 4, and"
+        ' passed at prefix 0: patch 1, 0001-p.patch ("<b>subject 1</b>"), broke it.'
+    )
+    assert lines[1].startswith("Correctness regression: proc/proc-maps-race fails in 2 of 3")
+    assert lines[1].endswith(
+        'passed at prefix 2: patch 3, 0003-p.patch ("<b>subject 3</b>"), broke it.'
+    )
+    assert lines[2] == "proc/proc-pid-vm passed in every boot of the prefixes booted (0, 4)."
+    assert report.check_regressed(s) == ["mm/soft-dirty", "proc/proc-maps-race"]
+    # a correctness regression decides the exit code whatever the headline did
+    assert bisect.exit_code(s, "lower") == EXIT_REGRESSION
+    # a gap between the last passing and the first failing prefix is said as such
+    s["checks"] = {"t/x": {"0": ok, "4": bad}}
+    (line,) = report.check_lines(s)
+    assert "a patch among 1..4 broke it (the search booted no prefix between)" in line
+    # failing on the baseline already: not these patches, and no gate
+    s["checks"] = {"t/x": {"0": bad, "4": bad}}
+    (line,) = report.check_lines(s)
+    assert "not caused by these patches" in line and not report.check_regressed(s)
+    assert bisect.exit_code(s, "lower") == EXIT_OK
+    md = report.render_markdown(s)
+    assert "t/x fails in 2 of 3 boots of prefix 0 of 4" in md
