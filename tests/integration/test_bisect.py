@@ -88,4 +88,9 @@ def test_bisect_of_comment_only_patches_names_none(
     expected = EXIT_INCONCLUSIVE if state["answer"]["kind"] == "no decisive change" else EXIT_OK
     assert done.returncode == expected, done.stdout[-3000:] + done.stderr[-3000:]
     assert state["rounds"][0]["points"] == [0, 1]
-    assert "No patch" in (out / "bisect.md").read_text()
+    md = (out / "bisect.md").read_text()
+    assert "No patch" in md
+    # every boot ran the experiment's check, built from its prefix's own tree
+    checks = state["checks"]["proc/proc-maps-race"]
+    assert set(checks) == {"0", "1"} and all(set(c) == {"pass"} for c in checks.values())
+    assert "proc/proc-maps-race passed in every boot of the prefixes booted (0, 1)." in md
