@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -206,12 +207,47 @@ def test_runs_give_records_with_the_run_seed_and_env(tmp_path: Path) -> None:
     assert "hello world" in kept and '"read_us": 3.5' in kept
 
 
-def test_a_command_past_its_timeout_is_a_hung_run(tmp_path: Path) -> None:
-    params = _params(tmp_path, "sleep 30\n", timeout_s=1)
+def _left(tmp_path: Path) -> list[str]:
+    """Processes still working in the fake guest's command directory."""
+    from tests.faults import processes_of
+
+    return list(processes_of(tmp_path / "guest").values())
+
+
+@pytest.fixture
+def guest_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guest's busybox applets first on PATH (its timeout kills only the process it
+    started, where coreutils' kills the whole group), and busybox's shell."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed (the README's system packages have it)")
+    tools = tmp_path / "applets"
+    tools.mkdir()
+    for name in ("env", "setsid", "sleep", "timeout", "sh", "cat", "rm", "mkdir"):
+        (tools / name).symlink_to(busybox)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+
+
+@pytest.mark.usefixtures("guest_tools")
+def test_a_command_past_its_timeout_is_a_hung_run_and_all_of_it_is_killed(
+    tmp_path: Path,
+) -> None:
+    # the benchmark's own children must not outlive the run into the next one
+    params = _params(tmp_path, "sleep 30 & sleep 30\n", timeout_s=1)
     session, got = _session(tmp_path, params, runs=1)
+    session = Session(**{**session.__dict__, "remote": FakeRemote(("busybox", "sh", "-c"))})
     WORKLOAD.run(session)
     (o,) = got
     assert o.hang and o.record is None and "after 1 s" in o.note
+    assert _left(tmp_path) == []
+
+
+def test_what_a_finished_command_left_running_is_killed(tmp_path: Path) -> None:
+    params = _params(tmp_path, 'sleep 30 >/dev/null 2>&1 &\necho \'{"read_us": 1, "seed": 2}\'\n')
+    session, got = _session(tmp_path, params, runs=1)
+    WORKLOAD.run(session)
+    assert [o.record["metrics"] for o in got if o.record] == [{"read_us": 1.0, "seed": 2.0}]
+    assert _left(tmp_path) == []
 
 
 def test_a_failing_command_is_an_error_naming_the_run(tmp_path: Path) -> None:

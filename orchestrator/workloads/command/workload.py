@@ -297,13 +297,20 @@ class Command(Workload):
             "KORCH_CPUS": str(session.vcpus),
         }
         assign = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        # output to files printed afterwards: a killed command's children would otherwise
-        # hold the SSH channel open; the explicit exit keeps the shell from exec'ing timeout
+        limit = math.ceil(float(params["timeout_s"]))
+        # The command runs in a session of its own (setsid) and a watchdog, in another,
+        # kills that whole process group at the timeout: busybox's timeout would kill the
+        # shell alone and leave the benchmark's processes running into the next run. The
+        # group is killed when the command ends too, so nothing it left behind disturbs the
+        # next run. Output goes to files printed afterwards (a killed command's children
+        # would otherwise hold the SSH channel open).
         return (
             f"mkdir -p {shlex.quote(where)} && cd {shlex.quote(where)} && o=/tmp/korch-command.$$"
-            f" && env {assign} timeout -s KILL {math.ceil(float(params['timeout_s']))} "
-            f"sh -c {shlex.quote(params['run'])} >$o.out 2>$o.err; s=$?; "
-            "cat $o.out; cat $o.err >&2; rm -f $o.out $o.err; exit $s"
+            f" && {{ env {assign} setsid sh -c {shlex.quote(params['run'])}"
+            " >$o.out 2>$o.err </dev/null & p=$!;"
+            f' setsid sh -c "sleep {limit}; kill -KILL -$p" >/dev/null 2>&1 </dev/null & w=$!;'
+            " wait $p; s=$?; kill -KILL -$w -$p 2>/dev/null;"
+            " cat $o.out; cat $o.err >&2; rm -f $o.out $o.err; exit $s; }"
         )
 
     def run(self, session: Session) -> dict[str, Any]:
