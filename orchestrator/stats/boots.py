@@ -149,6 +149,11 @@ def pair(base: BootValues, cand: BootValues, m: Metric, base_name: str, cand_nam
     bl = {b: v for b, v in bl.items() if not math.isnan(v)}
     cl = {b: v for b, v in cl.items() if not math.isnan(v)}
     common = tuple(sorted(set(bl) & set(cl)))
+    # both sides at the same unbounded worst (a hang on each side of a block, for a metric
+    # whose worst value is infinite): a tie, not inf - inf
+    for b in common:
+        if math.isinf(bl[b]) and bl[b] == cl[b]:
+            bl[b] = cl[b] = 0.0
     unpaired = tuple(
         [f"{base_name} block {b}" for b in sorted(set(bl) - set(cl))]
         + [f"{cand_name} block {b}" for b in sorted(set(cl) - set(bl))]

@@ -354,3 +354,14 @@ def test_discrete_ties_never_make_two_sides_equivalent() -> None:
     assert _judge("latency", base, cand).verdict == Verdict.EQUIVALENT
     # both sides passing in every block: nothing differs, and equivalent says so
     assert _judge("pass/fail", [0.0] * 16, [0.0] * 16).verdict == Verdict.EQUIVALENT
+
+
+def test_a_block_hung_on_both_sides_ties_for_an_unbounded_metric() -> None:
+    # a count's hung run is +inf (no finite worst): both sides of block 1 hung
+    rng = np.random.default_rng(3)
+    base = list(rng.lognormal(np.log(10.0), 0.1, 12))
+    cand = [5 * v for v in rng.lognormal(np.log(10.0), 0.1, 12)]
+    base[0] = cand[0] = math.inf
+    mc = _judge("count", base, cand)
+    assert mc.verdict == Verdict.REGRESSED, mc.reason
+    assert mc.ratio is not None and 3 < mc.ratio < 7
