@@ -218,7 +218,8 @@ def declared_headline(
 
 def _one_workload(datas: Sequence[VariantData]) -> tuple[str, tuple[Metric, ...]]:
     """The workload every side was measured with, and its metrics (the baseline's
-    parameters; a candidate's metric that the baseline lacks is left out)."""
+    parameters: a metric of a candidate's that the baseline lacks is left out, and one the
+    candidate lacks is not compared for it)."""
     names = {
         str(registry.section(d.results.provenance).get("name") or registry.DEFAULT) for d in datas
     }
@@ -524,9 +525,13 @@ def compare(
     base, btabs = datas[0], tables[0]
 
     drafts: list[tuple[VariantData, list[MetricComparison], tuple[Difference, ...]]] = []
+    lacking: dict[str, list[str]] = {}
     for cand, ctabs in zip(datas[1:], tables[1:], strict=True):
         found = []
         for m in metrics:
+            if m.key not in ctabs:  # a command whose metrics: differ from the baseline's
+                lacking.setdefault(cand.variant, []).append(m.key)
+                continue
             family = "headline" if m.key == headline else "exploratory"
             level = head_level if family == "headline" else options.alpha
             runs = (_runs(base, m), _runs(cand, m))
@@ -559,6 +564,11 @@ def compare(
 
     emulated = any(_is_emulated(r.provenance) for r in ordered)
     warnings = caveats(datas, summaries, emulated, paired, candidates)
+    warnings += [
+        f"'{name}' does not measure {', '.join(keys)}, which the baseline does: those metrics"
+        " are not compared."
+        for name, keys in lacking.items()
+    ]
     if post_hoc:
         warnings.insert(
             0,

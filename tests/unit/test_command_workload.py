@@ -365,3 +365,19 @@ def test_a_block_hung_on_both_sides_ties_for_an_unbounded_metric() -> None:
     mc = _judge("count", base, cand)
     assert mc.verdict == Verdict.REGRESSED, mc.reason
     assert mc.ratio is not None and 3 < mc.ratio < 7
+
+
+def test_sides_whose_commands_report_other_metrics_compare_what_they_share() -> None:
+    base = _results("base", [10.0] * 8)
+    cand = _results("cand", [12.0] * 8)
+    del cand.provenance["workload"]["metrics"]["reads_per_s"]
+    for run in cand.runs:
+        del run["record"]["metrics"]["reads_per_s"]
+    comparison = compare([base, cand])
+    (c,) = comparison.candidates
+    assert [mc.metric for mc in c.metrics] == ["read_us", "hang_rate"]
+    assert "'cand' does not measure reads_per_s, which the baseline does" in " ".join(
+        comparison.warnings
+    )
+    # the experiments differ: korch says so instead of calling a verdict
+    assert not comparison.comparable
