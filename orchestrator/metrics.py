@@ -36,6 +36,10 @@ class Metric:
     worst_value: float | None = None
     # added before the log of the comparison scale, so that a zero stays finite
     log_offset: float = 0.0
+    # takes few distinct values (a count, a pass/fail result, the hang rate), so that the
+    # two sides often tie exactly: ties make the rank interval too narrow to show
+    # equivalence (stats/verdicts.py, ci/bench/kinds.py)
+    discrete: bool = False
 
     def worst(self) -> float:
         """What a hung run counts as for this metric."""
@@ -51,7 +55,7 @@ def hang_rate() -> Metric:
     return Metric(
         "hang_rate", "hung runs", "‰", "lower", 0, False,
         "per boot, the runs that hung (outlived their deadline), per mille",
-        kind="share", worst_value=1000.0, log_offset=0.001,
+        kind="share", worst_value=1000.0, log_offset=0.001, discrete=True,
     )  # fmt: skip
 
 

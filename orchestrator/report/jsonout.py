@@ -23,7 +23,7 @@ Schema 2 (numbers are ``null`` where undefined, e.g. an unbounded interval's end
      "summaries": {variant: {
          "runs", "hangs", "boots", "runs_per_boot": [int], "summary_only_runs", "status",
          "interruption", "boot_errors": [str],
-         "max_above_ms": {"0.5": int, "1": int},
+         "max_above_ms": {"0.5": int, "1": int},        # {} for a workload without max_ms
          "metrics": {key: {"n", "median", "mean", "std", "min", "max", "p10", "p90",
                            "relative_spread_pct",
                            "variance": {"boots", "runs", "between", "within", "between_share"}}},

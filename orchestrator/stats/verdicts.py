@@ -18,7 +18,8 @@ How korch avoids calling noise a change:
    Holm-adjusted among themselves and labelled so. A headline named on the command line that
    differs from the declared one is marked as chosen after the run.
 4. **Four outcomes.** *equivalent* when the whole interval lies inside the smallest effect of
-   interest (``workload.smallest_effect_pct``, default 5%); *improved* or *regressed* when
+   interest (``workload.smallest_effect_pct``, default 5%) and, for a metric of discrete
+   values, no compared pair ties while others differ; *improved* or *regressed* when
    the test rejects "no change" (the interval then excludes it); *inconclusive* otherwise,
    including every design that cannot reach the level at all (5 blocks cannot reach 0.05,
    3 boots against 3 cannot reach 0.1), with the number of blocks still needed.
@@ -84,6 +85,9 @@ class MetricComparison:
     unpaired_boots: tuple[str, ...] = ()
     log_ratios: tuple[float, ...] = ()  # per paired block, for charts and comparison.json
     post_hoc: bool = False  # a headline chosen after the run
+    # (pairs of values that tie exactly, pairs compared): blocks for a paired comparison,
+    # every baseline boot against every candidate boot for an unpaired one
+    ties: tuple[int, int] = (0, 0)
     # the metric's definition, as the workload declared it
     spec: Metric = field(default_factory=hang_rate, compare=False, repr=False)
 
@@ -333,6 +337,7 @@ def compare_metric(
             ratio=inf.ratio(est), ci_low=inf.ratio(low), ci_high=inf.ratio(high),
             p_value=p, p_adjusted=p, verdict=Verdict.INCONCLUSIVE, reason="",
             unpaired_boots=pairing.unpaired, log_ratios=tuple(float(x) for x in d),
+            ties=(int(np.sum(d == 0.0)), int(d.size)),
         )  # fmt: skip
     x = btab.log(m)
     y = ctab.log(m)
@@ -343,6 +348,7 @@ def compare_metric(
         **common, method="unpaired", blocks=0,
         ratio=inf.ratio(est), ci_low=inf.ratio(low), ci_high=inf.ratio(high),
         p_value=p, p_adjusted=p, verdict=Verdict.INCONCLUSIVE, reason="",
+        ties=(int(np.sum(x[:, None] == y[None, :])), int(x.size * y.size)),
     )  # fmt: skip
 
 
@@ -360,18 +366,14 @@ def _interval_text(mc: MetricComparison) -> str:
     return f"[{_pct(mc.ci_low)}, {_pct(mc.ci_high)}]"
 
 
-DISCRETE_KINDS = ("count", "pass/fail")
-
-
 def _discrete_ties(mc: MetricComparison) -> int:
-    """Blocks whose two sides tie exactly, for a metric of discrete values (a count, a
-    pass/fail result) whose other blocks differ; 0 otherwise. Ties at zero pull every Walsh
-    average towards it, so the interval can be [0, 0] although some blocks differ widely
-    (ci/bench/kinds.py: half of all A/A comparisons of a 10%-failing pass/fail metric)."""
-    if mc.spec.kind not in DISCRETE_KINDS or mc.method != "paired":
-        return 0
-    tied = sum(1 for x in mc.log_ratios if x == 0.0)
-    return tied if tied < len(mc.log_ratios) else 0
+    """Pairs of values that tie exactly, for a metric of discrete values (a count, a
+    pass/fail result, the hang rate) whose other pairs differ; 0 otherwise. Ties at zero
+    pull every Walsh average towards it, so the interval can be [0, 0] although some blocks
+    differ widely (ci/bench/kinds.py: half of all A/A comparisons of a 10%-failing
+    pass/fail metric)."""
+    tied, compared = mc.ties
+    return tied if mc.spec.discrete and 0 < tied < compared else 0
 
 
 def decide(
@@ -417,9 +419,9 @@ def decide(
         return replace(
             mc,
             reason=f"{interval} lies inside ±{100 * smallest:g}%, but {ties} of"
-            f" {len(mc.log_ratios)} blocks tie exactly: with {mc.spec.kind} values the rank"
-            f" interval collapses onto the ties, too narrow to call the sides equivalent;"
-            f" {where}",
+            f" {mc.ties[1]} {'blocks' if mc.method == 'paired' else 'pairs of boots'} tie"
+            " exactly: with discrete values the rank interval collapses onto the ties, too"
+            f" narrow to call the sides equivalent; {where}",
         )
     if inside:
         return replace(

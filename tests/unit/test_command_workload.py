@@ -381,3 +381,27 @@ def test_sides_whose_commands_report_other_metrics_compare_what_they_share() -> 
     )
     # the experiments differ: korch says so instead of calling a verdict
     assert not comparison.comparable
+
+
+def test_the_hang_rate_and_unpaired_discrete_values_are_never_equivalent_by_ties() -> None:
+    from orchestrator.metrics import hang_rate
+    from orchestrator.stats.boots import BootValues
+    from orchestrator.stats.verdicts import compare_metric, decide
+
+    def judge(m: Any, base: list[float], cand: list[float], paired: bool) -> Any:
+        blocks = np.arange(1, len(base) + 1)
+        units = tuple(f"b{b}" for b in blocks)
+        mc = compare_metric(
+            m, "exploratory", BootValues(units, blocks, np.array(base)),
+            BootValues(units, blocks, np.array(cand)), paired=paired, level=0.05,
+        )  # fmt: skip
+        return decide(mc, 0.05)
+
+    # one run a boot: a boot's hang rate is 0 or 1000 per mille; the candidate hung once
+    hung = judge(hang_rate(), [0.0] * 12, [1000.0] + [0.0] * 11, paired=True)
+    assert hung.verdict == Verdict.INCONCLUSIVE and "11 of 12 blocks tie" in hung.reason
+    count = build_metric("x", {"unit": "", "kind": "count"}, 60)
+    base, cand = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    loose = judge(count, base * 2, cand * 2, paired=False)
+    assert loose.verdict == Verdict.INCONCLUSIVE and "pairs of boots tie" in loose.reason
+    assert judge(hang_rate(), [0.0] * 12, [0.0] * 12, paired=True).verdict == Verdict.EQUIVALENT

@@ -77,6 +77,7 @@ def build_metric(key: str, spec: Mapping[str, Any], timeout_s: float) -> Metric:
         kind=kind,
         worst_value=worst,
         log_offset=offset,
+        discrete=kind in ("count", "pass/fail"),
     )
 
 

@@ -58,7 +58,7 @@ class Kselftest(Workload):
                    kind="latency", worst_value=limit or None, log_offset=1e-6),
             Metric("failed_tests", "failing tests", "tests", "lower", 0, False,
                    "per run, the tests that failed or timed out",
-                   kind="count", log_offset=1.0),
+                   kind="count", log_offset=1.0, discrete=True),
         )  # fmt: skip
 
     def default_headline(self, params: Mapping[str, Any]) -> str:
