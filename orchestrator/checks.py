@@ -382,18 +382,33 @@ class CheckGate:
         return any(c.verdict == REGRESSED for c in self.candidates)
 
 
+# how bad a result is: a boot booted twice (a resumed run) keeps its worst
+SEVERITY = {"pass": 0, "skip": 1, "timeout": 2, "fail": 3}
+
+
+def has_result(boot: Mapping[str, Any], test: str) -> bool:
+    """True when ``boot`` (a results file's boot entry) holds a result of ``test``."""
+    result = (boot.get("checks") or {}).get(test)
+    return isinstance(result, Mapping) and result.get("status") in STATUSES
+
+
 def tally(boots: Sequence[Mapping[str, Any]], test: str) -> Tally:
-    """The results of ``test`` over ``boots`` (a results file's ``boots`` entries)."""
-    counts: Counter[str] = Counter()
+    """The results of ``test`` over ``boots`` (a results file's ``boots`` entries), one per
+    boot: the attempts of a boot booted again count once, with their worst result."""
+    worst: dict[str, Mapping[str, Any]] = {}
+    for boot in boots:
+        if not has_result(boot, test):
+            continue
+        result = boot["checks"][test]
+        key = str(boot.get("id"))
+        if key not in worst or SEVERITY[result["status"]] > SEVERITY[worst[key]["status"]]:
+            worst[key] = result
+    counts: Counter[str] = Counter(r["status"] for r in worst.values())
     subtests: Counter[str] = Counter()
     failed_boots = []
-    for boot in boots:
-        result = (boot.get("checks") or {}).get(test)
-        if not isinstance(result, Mapping) or result.get("status") not in STATUSES:
-            continue
-        counts[result["status"]] += 1
+    for key, result in worst.items():
         if result["status"] == "fail":
-            failed_boots.append(str(boot.get("id")))
+            failed_boots.append(key)
             subtests.update(str(t) for t in result.get("failed") or ())
     return Tally(dict(counts), dict(subtests), tuple(failed_boots))
 

@@ -334,11 +334,12 @@ class Runner:
     def checks_missing(self, res: ResultsFile, boot_id: str, kernel: build.Build) -> list[str]:
         """The experiment's checks that no attempt of boot ``boot_id`` has a result for
         (a run cut short after its timed runs); only those the kernel has a program for."""
-        have: set[str] = set()
-        for b in res.boots:
-            if b.get("id") == boot_id:
-                have |= set(b.get("checks") or {})
-        return [c.test for c in self.exp.checks if c.test in kernel.checks and c.test not in have]
+        mine = [b for b in res.boots if b.get("id") == boot_id]
+        return [
+            c.test
+            for c in self.exp.checks
+            if c.test in kernel.checks and not any(checks.has_result(b, c.test) for b in mine)
+        ]
 
     def boot_done(self, res: ResultsFile, boot_id: str, kernel: build.Build) -> bool:
         """True when boot ``boot_id`` has every run and every check."""

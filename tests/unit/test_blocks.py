@@ -541,7 +541,10 @@ def test_a_resumed_boot_whose_checks_were_cut_short_runs_only_the_missing_checks
     kernel.checks = {"proc/a": Path("a"), "proc/b": Path("b")}
     res = runner.results_for("cand", kernel)
     # the earlier session: both runs done, proc/a done, then SIGKILL
-    res.boots.append({"id": "cand-1", "attempt": 1, "block": 1, "checks": {"proc/a": {}}})
+    passed = checks_mod.CheckResult("pass", 0, 1.0, passed=1).to_json()
+    # proc/b's entry was being written when the run died: it holds no result
+    entry = {"proc/a": passed, "proc/b": {}}
+    res.boots.append({"id": "cand-1", "attempt": 1, "block": 1, "checks": entry})
     res.runs += [{"boot": "cand-1", "attempt": 1, "block": 1, "index": i} for i in range(2)]
     assert runner.checks_missing(res, "cand-1", kernel) == ["proc/b"]
     assert not runner.boot_done(res, "cand-1", kernel)

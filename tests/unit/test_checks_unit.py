@@ -287,3 +287,18 @@ def test_run_checks_copies_runs_and_records(tmp_path: Path) -> None:
     assert found["x/bad"].failed == ("b",)
     assert "ok 1 fine 3 arg" in (tmp_path / "logs" / "x-ok.log").read_text()
     assert (tmp_path / "guest" / "x" / "ok").is_file()
+
+
+def test_a_boot_booted_again_counts_once_with_its_worst_result() -> None:
+    # a resumed kselftest run: the boot's first attempt passed its runs, the second failed
+    passed = checks.CheckResult("pass", 0, 1.0, passed=1).to_json()
+    failed = checks.CheckResult("fail", 1, 1.0, failed=("torn",)).to_json()
+    boots = [
+        {"id": "v-1", "attempt": 1, "checks": {"t/x": passed}},
+        {"id": "v-1", "attempt": 2, "checks": {"t/x": failed}},
+        {"id": "v-2", "attempt": 1, "checks": {"t/x": passed, "t/y": {}}},
+    ]
+    got = checks.tally(boots, "t/x")
+    assert got.counts == {"fail": 1, "pass": 1} and got.boots_failed == ("v-1",)
+    assert got.failed_tests == {"torn": 1}
+    assert checks.tally(boots, "t/y").counts == {}  # an entry without a result is none

@@ -14,12 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...checks import CheckResult, CheckSpec, run_checks
+from ...checks import SEVERITY, CheckResult, CheckSpec, run_checks
 from ...metrics import Metric
 from ..api import Extracted, Outcome, ParseContext, Session, Workload
-
-# how bad a result is: a boot keeps the worst of its runs for the gate
-SEVERITY = {"pass": 0, "skip": 1, "timeout": 2, "fail": 3}
 
 
 def specs(params: Mapping[str, Any]) -> tuple[CheckSpec, ...]:
