@@ -126,7 +126,7 @@ def all_charts(comparison: Comparison) -> list[tuple[str, str, str]]:
         split = latency_tail(comparison, ("map", "unmap"))
         if split:
             out.append(("Map and unmap apart", "Solid: map; dashed: unmap.", split))
-    means = run_distribution(comparison, "mean_ms")
+    means = run_distribution(comparison, "mean_ms") if fmt.op_latencies(comparison) else None
     if means:
         out.append(
             (
@@ -136,7 +136,7 @@ def all_charts(comparison: Comparison) -> list[tuple[str, str, str]]:
                 means,
             )
         )
-    if comparison.headline not in ("max_ms", "mean_ms"):
+    if not fmt.op_latencies(comparison) or comparison.headline not in ("max_ms", "mean_ms"):
         head = run_distribution(comparison, comparison.headline)
         if head:
             label = fmt.metric_label(fmt.metric_of(comparison, comparison.headline))

@@ -35,9 +35,12 @@ def spec(m: Metric | str) -> Metric:
 
 
 def op_latencies(comparison: Comparison) -> bool:
-    """True when the workload reports per-run latency summaries and operation histograms
+    """True when the workload declares per-run latency summaries and operation histograms
     (maps-contention: the per-variant table of maxima and operation percentiles)."""
-    return not comparison.metrics or any(m.key == "max_ms" for m in comparison.metrics)
+    from ..workloads.registry import WORKLOADS
+
+    declared = WORKLOADS.get(comparison.workload)
+    return declared is not None and declared.operation_latencies
 
 
 def metric_of(comparison: Comparison, key: str) -> Metric:

@@ -122,6 +122,9 @@ class Workload:
     kconfig: tuple[str, ...] = ()  # fragments (names in kconfigs/) the workload needs
     keys: tuple[str, ...] = ()  # its keys in ``workload:``
     matrix: Mapping[str, ValueCheck] = {}  # the keys a ``matrix:`` may vary
+    # its records hold per-run maximum and mean latencies in ms and operation histograms:
+    # the reports add the published maps-contention test's table of maxima and its charts
+    operation_latencies: bool = False
 
     def parse(self, ctx: ParseContext) -> dict[str, Any]:
         """The workload's parameters from its keys, with defaults filled in."""

@@ -405,3 +405,17 @@ def test_the_hang_rate_and_unpaired_discrete_values_are_never_equivalent_by_ties
     loose = judge(count, base * 2, cand * 2, paired=False)
     assert loose.verdict == Verdict.INCONCLUSIVE and "pairs of boots tie" in loose.reason
     assert judge(hang_rate(), [0.0] * 12, [0.0] * 12, paired=True).verdict == Verdict.EQUIVALENT
+
+
+def test_a_command_metric_named_max_ms_does_not_bring_the_maps_tables(tmp_path: Path) -> None:
+    base, cand = _results("base", [10.0] * 8), _results("cand", [11.0] * 8)
+    for r in (base, cand):
+        specs = r.provenance["workload"]["metrics"]
+        specs["max_ms"] = specs.pop("read_us")
+        for run in r.runs:
+            if run["record"]:
+                run["record"]["metrics"]["max_ms"] = run["record"]["metrics"].pop("read_us")
+    write_reports(tmp_path, [base, cand], ReportOptions())
+    md = (tmp_path / "summary.md").read_text()
+    assert "max_ms (us)" in md and "median of maxima" not in md and "op p99" not in md
+    assert "Per-run maxima" not in (tmp_path / "report.html").read_text()

@@ -37,6 +37,7 @@ class MapsContention(Workload):
     summary = "mmap/munmap latency while other tasks read /proc/PID/maps"
     kconfig = ("maps-contention",)
     keys = ("region_mb", "busy_ms", "procfile")
+    operation_latencies = True
 
     @property
     def matrix(self) -> Mapping[str, ValueCheck]:  # type: ignore[override]
