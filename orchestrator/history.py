@@ -35,9 +35,9 @@ The check rule, for every (cell, variant) of the newest night and every metric:
   by at least ``min_effect`` (5%), and the move is in the metric's worse direction.
 
 A selftest (an experiment's ``checks:``, or the kselftest workload's tests) that passed in
-every boot of the comparable earlier nights that ran it and fails in a boot of the newest
-night is a correctness regression: one failing boot suffices, as in the report's gate
-(orchestrator/checks.py).
+the comparable earlier nights that ran it, with no failing boot, and fails in a boot
+of the newest night is a correctness regression: one failing boot suffices, as in the
+report's gate (orchestrator/checks.py).
 
 ``korch history check`` exits 1 when a selftest or a headline metric regressed (any metric
 with ``--fail-on any``), 3 when a headline metric could not be judged, else 0.
@@ -543,7 +543,7 @@ def open_store(path: Path | None, *, create: bool = True) -> Store:
 @dataclass(frozen=True)
 class CorrectnessCheck:
     """One selftest of one (cell, variant): the newest night's boots against the comparable
-    nights before it. Like the checks' gate in a report: a test that passed in every boot of
+    nights before it. Like the checks' gate in a report: a test that passed, with no failing boot, in
     every earlier night that ran it and fails in a boot of the newest is a regression."""
 
     cell: str
@@ -589,8 +589,8 @@ def _correctness(
         elif all(c.get("pass") for _, c in runs):
             regressed = True
             reason = (
-                f"fails in {fails} of {boots} boots of the newest night; passed in every boot"
-                f" of {len(runs)} earlier comparable night(s)"
+                f"fails in {fails} of {boots} boots of the newest night; passed with no"
+                f" failing boot in {len(runs)} earlier comparable night(s)"
             )
         else:
             reason = f"fails in {fails} of {boots} boots; earlier nights only skipped it"

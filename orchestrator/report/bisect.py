@@ -170,7 +170,7 @@ def check_lines(state: dict[str, Any]) -> list[str]:
         passed, first = first_failure(by_prefix)
         if first is None:
             booted = ", ".join(sorted(by_prefix, key=int))
-            out.append(f"{test} passed in every boot of the prefixes booted ({booted}).")
+            out.append(f"{test} failed in no boot of the prefixes booted ({booted}).")
             continue
         c = by_prefix[str(first)]
         fails = f"fails in {c.get('fail', 0)} of {sum(c.values())} boots of prefix {first}"
@@ -181,7 +181,8 @@ def check_lines(state: dict[str, Any]) -> list[str]:
             where = f'and passed at prefix {passed}: patch {first}, {p["file"]} ("{p["subject"]}"), broke it'
         else:
             where = (
-                f"and passed in every boot of prefix {passed}: a patch among {passed + 1}..{first}"
+                f"and passed with no failing boot at prefix {passed}: a patch among"
+                f" {passed + 1}..{first}"
                 " broke it (the search booted no prefix between)"
             )
         lead = "Correctness regression: " if test in regressed else ""

@@ -200,7 +200,7 @@ def test_the_checks_of_the_booted_prefixes_say_where_a_check_first_fails() -> No
     assert lines[1].endswith(
         'passed at prefix 2: patch 3, 0003-p.patch ("<b>subject 3</b>"), broke it.'
     )
-    assert lines[2] == "proc/proc-pid-vm passed in every boot of the prefixes booted (0, 4)."
+    assert lines[2] == "proc/proc-pid-vm failed in no boot of the prefixes booted (0, 4)."
     assert report.check_regressed(s) == ["mm/soft-dirty", "proc/proc-maps-race"]
     # a correctness regression decides the exit code whatever the headline did
     assert bisect.exit_code(s, "lower") == EXIT_REGRESSION
