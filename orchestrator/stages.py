@@ -159,7 +159,7 @@ def config_id(exp: Experiment, variant: str) -> str:
     content): equal ids mean equal .config files, so build caches can be shared."""
     from . import kconfig
 
-    refs = [*exp.kconfig, *exp.variant(variant).kconfig]
+    refs = [*exp.kconfig, *exp.workload_kconfig, *exp.variant(variant).kconfig]
     base = exp.kconfig_base
     parts: list[Any] = [sha256_file(Path(base)) if "/" in base else base]
     for ref in refs:

@@ -558,6 +558,20 @@ def test_a_resumed_boot_whose_checks_were_cut_short_runs_only_the_missing_checks
     assert runner.checks_missing(res, "cand-1", kernel) == []
 
 
+def test_a_run_json_of_the_older_layout_resumes_as_the_same_plan(tmp_path: Path) -> None:
+    # before workloads declared their parameters, the plan held maps-contention's own
+    exp = config.load(exp_file(tmp_path))
+    fresh = plans.make_plan(exp)
+    old = asdict(fresh)
+    params = old.pop("params")
+    del old["workload_name"]
+    old.update(params)
+    assert set(params) == {"region_mb", "busy_ms", "procfile"}
+    saved = json.loads(json.dumps(old))
+    assert plans.plan_from_json(saved) == fresh
+    assert plans.plan_from_json(json.loads(json.dumps(asdict(fresh)))) == fresh
+
+
 def test_a_run_directory_is_held_by_one_korch(monkeypatch, tmp_path: Path) -> None:
     # two `korch run --resume DIR` at once both booted the missing boots and the last
     # writer's results won: the second now stops before it boots anything

@@ -48,11 +48,11 @@ class Kselftest(Workload):
         return {"tests": [t.to_json() for t in tests]}
 
     def metrics(self, workload: Mapping[str, Any]) -> tuple[Metric, ...]:
-        limit = sum(float(t.get("timeout_s") or 300.0) for t in workload.get("tests") or ())
+        # a run never hangs: a test past its timeout is killed and counts as "timeout"
         return (
             Metric("seconds", "tests' wall time", "s", "lower", 2, False,
                    "per run, the time every test took in the guest, copying included",
-                   kind="latency", worst_value=limit or None, log_offset=1e-6),
+                   kind="latency", log_offset=1e-6),
             Metric("failed_tests", "failing tests", "tests", "lower", 0, False,
                    "per run, the tests that failed or timed out",
                    kind="count", log_offset=1.0, discrete=True),
