@@ -127,7 +127,8 @@ def paired_interval(d: FloatArray, level: float) -> tuple[float, float, float]:
     if n == 0:
         return math.nan, -math.inf, math.inf
     i, j = np.triu_indices(n)
-    walsh = np.sort((d[i] + d[j]) / 2)
+    with np.errstate(invalid="ignore"):  # inf + -inf: a hang on opposite sides is NaN
+        walsh = np.sort((d[i] + d[j]) / 2)
     estimate = float(np.median(walsh))
     cdf = _untied_cdf(n)
     c = 0

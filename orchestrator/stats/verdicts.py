@@ -380,8 +380,12 @@ def decide(
     mc: MetricComparison, smallest: float, comparable: bool = True, force: bool = False
 ) -> MetricComparison:
     """The verdict of one metric comparison, from its (adjusted) p and its interval."""
-    if mc.method == "none" or mc.ratio is None:
+    if mc.method == "none":
         return mc
+    if mc.ratio is None:
+        return replace(
+            mc, reason=f"no estimate of the change from {mc.units}: the values are undefined"
+        )
     if not comparable and not force:
         return replace(
             mc,

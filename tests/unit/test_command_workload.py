@@ -419,3 +419,9 @@ def test_a_command_metric_named_max_ms_does_not_bring_the_maps_tables(tmp_path: 
     md = (tmp_path / "summary.md").read_text()
     assert "max_ms (us)" in md and "median of maxima" not in md and "op p99" not in md
     assert "Per-run maxima" not in (tmp_path / "report.html").read_text()
+
+
+def test_a_comparison_without_an_estimate_says_why() -> None:
+    # every block hung on exactly one side, each side at +inf: no finite difference at all
+    mc = _judge("count", [math.inf, 1.0] * 4, [1.0, math.inf] * 4)
+    assert mc.verdict == Verdict.INCONCLUSIVE and mc.reason
