@@ -118,7 +118,7 @@ class Workload:
     """The declaration of a workload; see the module's documentation."""
 
     name: str = ""
-    summary: str = ""  # one line for ``korch --help`` and docs
+    summary: str = ""  # what it measures, in one line
     kconfig: tuple[str, ...] = ()  # fragments (names in kconfigs/) the workload needs
     keys: tuple[str, ...] = ()  # its keys in ``workload:``
     matrix: Mapping[str, ValueCheck] = {}  # the keys a ``matrix:`` may vary
