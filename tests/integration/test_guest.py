@@ -6,6 +6,7 @@ else the default experiment's per-vma build (the build stage's ``default_builds`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -84,13 +85,31 @@ def _release(bzimage: Path) -> str:
     return data[offset : data.index(b"\0", offset)].decode().split()[0]
 
 
+@contextlib.contextmanager
+def _booted(kernel: Path, image: GuestImage, workdir: Path) -> Iterator[vm.Guest]:
+    """A TCG4 guest, booted once more when its boot stalls past the deadline, as korch run
+    does (run.host_trouble): under TCG a boot now and then stalls after 'vgaarb: loaded'
+    where every vCPU thread must meet, and the same kernel boots in 4 s the next time. The
+    tests that use it are about what follows the boot, not the boot."""
+    try:
+        guest = vm.Guest(kernel, image, TCG4, workdir=workdir)
+        guest.__enter__()
+    except BootTimeout:
+        workdir.rename(workdir.with_name(workdir.name + "-stalled"))  # kept, as evidence
+        guest = vm.Guest(kernel, image, TCG4, workdir=workdir)
+        guest.__enter__()
+    with contextlib.ExitStack() as stack:
+        stack.push(guest)  # __exit__ stops the guest, with the exception if there is one
+        yield guest
+
+
 def test_boot_run_copy_poweroff(
     guest_kernel: Path, guest_image: GuestImage, tmp_path: Path
 ) -> None:
     payload = tmp_path / "payload.bin"
     payload.write_bytes(os.urandom(256 * 1024))
     back = tmp_path / "back.bin"
-    with vm.Guest(guest_kernel, guest_image, TCG4, workdir=tmp_path / "boot") as guest:
+    with _booted(guest_kernel, guest_image, tmp_path / "boot") as guest:
         assert guest.proc is not None
         proc = guest.proc
         _started.append(proc.pid)
@@ -135,7 +154,7 @@ def test_a_host_that_stops_running_the_guest_is_named_in_the_stall(
     # follows the host's, so time jumps forward. SIGSTOP on QEMU for 30 s is that host.
     with (
         pytest.raises(GuestError) as info,
-        vm.Guest(guest_kernel, guest_image, TCG4, workdir=tmp_path / "boot") as guest,
+        _booted(guest_kernel, guest_image, tmp_path / "boot") as guest,
     ):
         assert guest.proc is not None
         _started.append(guest.proc.pid)
