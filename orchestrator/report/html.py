@@ -15,7 +15,7 @@ import jinja2
 from markupsafe import Markup
 
 from .. import __version__
-from ..stats import COMPARABILITY_FIELDS, Comparison, Verdict, noise_floor_pct
+from ..stats import COMPARABILITY_FIELDS, Comparison, Summary, Verdict, noise_floor_pct
 from . import charts, fmt
 
 CSS = {
@@ -86,6 +86,17 @@ def _tables(comparison: Comparison) -> list[dict[str, Any]]:
     return out
 
 
+def _counts(s: Summary) -> list[str]:
+    """The first rows of a variant's summary column: runs, boots, runs per boot, hangs."""
+    per_boot = sorted(set(s.runs_per_boot))
+    return [
+        str(s.runs),
+        str(s.boots),
+        "-" if not per_boot else "/".join(str(n) for n in per_boot),
+        str(s.hangs),
+    ]
+
+
 def _headline_summary(comparison: Comparison) -> dict[str, Any]:
     head = fmt.metric_of(comparison, comparison.headline)
     unit = f" ({head.unit})" if head.unit else ""
@@ -94,13 +105,9 @@ def _headline_summary(comparison: Comparison) -> dict[str, Any]:
     columns = []
     for s in comparison.summaries:
         d = s.metrics.get(head.key)
-        per_boot = sorted(set(s.runs_per_boot))
         columns.append(
             [
-                str(s.runs),
-                str(s.boots),
-                "-" if not per_boot else "/".join(str(n) for n in per_boot),
-                str(s.hangs),
+                *_counts(s),
                 fmt.value(head, d.median if d else None),
                 fmt.value(head, d.minimum if d else None),
                 fmt.value(head, d.maximum if d else None),
@@ -130,13 +137,9 @@ def _summary(comparison: Comparison) -> dict[str, Any]:
         )
         ops = s.operations.get("all")
         maps, unmaps = s.operations.get("map"), s.operations.get("unmap")
-        per_boot = sorted(set(s.runs_per_boot))
         columns.append(
             [
-                str(s.runs),
-                str(s.boots),
-                "-" if not per_boot else "/".join(str(n) for n in per_boot),
-                str(s.hangs),
+                *_counts(s),
                 fmt.value("max_ms", mx.median if mx else None),
                 fmt.value("max_ms", mx.minimum if mx else None),
                 fmt.value("max_ms", mx.maximum if mx else None),
