@@ -443,26 +443,29 @@ def test_a_run_is_extended_with_more_blocks(monkeypatch, tmp_path: Path) -> None
 # ---------------------------------------------------------------- what one boot records
 
 
+class FakeGuest:
+    """A booted guest for Runner.one_boot: it answers /proc/version and nothing else."""
+
+    boot_s = 1.5
+    proc = None  # no QEMU: no host share is recorded
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        pass
+
+    def __enter__(self) -> FakeGuest:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def run(self, cmd: str, timeout: float) -> Any:
+        return SimpleNamespace(stdout="Linux version 7.2 (fake)\n")
+
+
 def test_boots_and_runs_record_their_block_position_and_attempt(
     monkeypatch, tmp_path: Path
 ) -> None:
     """The real one_boot, with a fake guest and workload."""
-
-    class FakeGuest:
-        boot_s = 1.5
-        proc = None  # no QEMU: no host share is recorded
-
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            pass
-
-        def __enter__(self) -> FakeGuest:
-            return self
-
-        def __exit__(self, *exc: Any) -> None:
-            return None
-
-        def run(self, cmd: str, timeout: float) -> Any:
-            return SimpleNamespace(stdout="Linux version 7.2 (fake)\n")
 
     def workload(remote: Any, params: driver.Params, **kw: Any) -> driver.WorkloadResult:
         outcomes = []
@@ -501,22 +504,6 @@ def test_a_resumed_boot_whose_checks_were_cut_short_runs_only_the_missing_checks
 ) -> None:
     """A run stopped after a boot's timed runs but before its checks: --resume boots it
     again for the checks it lacks, runs no workload, and the gate sees each check once."""
-
-    class FakeGuest:
-        boot_s = 1.0
-        proc = None
-
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            pass
-
-        def __enter__(self) -> FakeGuest:
-            return self
-
-        def __exit__(self, *exc: Any) -> None:
-            return None
-
-        def run(self, cmd: str, timeout: float) -> Any:
-            return SimpleNamespace(stdout="Linux version 7.2 (fake)\n")
 
     def no_workload(*args: Any, **kw: Any) -> None:
         raise AssertionError("the boot's runs were complete: no workload to run")
